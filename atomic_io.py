@@ -1,0 +1,69 @@
+"""Atomic file writes: every output goes to a temporary file in the target's folder, then os.replace.
+
+A reader (or a rerun after SIGINT, SIGTERM or kill -9) therefore sees either the previous complete file
+or the new complete file, never a half-written one. Leftover temporaries are named `.NAME.tmp-*` and
+ignored by everything that reads outputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str):
+    """Yield a temporary path beside `path`; on a clean exit fsync it and rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        yield Path(temporary)
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def atomic_write(path: Path | str, write: Callable[[Path], None]) -> Path:
+    """Run write(temporary_path) and move the result onto `path` atomically."""
+    with atomic_path(path) as temporary:
+        write(temporary)
+    return Path(path)
+
+
+def _json_safe(value):
+    """JSON has no inf/nan: write them as the strings "inf", "-inf", "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def atomic_write_json(path: Path | str, payload: dict) -> Path:
+    text = json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def atomic_torch_save(obj, path: Path | str) -> Path:
+    import torch
+
+    return atomic_write(path, lambda temporary: torch.save(obj, temporary))
+
+
+def atomic_savefig(figure, path: Path | str, **kwargs) -> Path:
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    return atomic_write(path, lambda temporary: figure.savefig(temporary, format=suffix, **kwargs))

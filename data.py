@@ -1,0 +1,374 @@
+"""Datasets of the equi-separation experiments: raw sources -> cached uint8 tensors -> normalized tensors.
+
+Datasets (conf/data/*.yaml): cm (MNIST 10x10), cfm (Fashion-MNIST 10x10), cc (CIFAR-10 10x10, green
+channel), fashion_mnist (32x32), cifar10 (3x32x32), imbalanced_cfm. The training set is the first
+`sample_size_per_class` images of each class in a seeded shuffle of the official training split (or
+`class_counts` per class); the test set is the whole official test split.
+
+Images are resized exactly as torchvision's Resize does on a PIL image (antialiased bilinear), so a
+resized image is still uint8: the cache stores uint8 images plus the normalization and metadata, and
+normalization happens when the tensors are moved to the device.
+
+Sources, in order: the project's cache (data_root/cache, then the caches shipped in embedded/), raw files
+in torchvision's layout under data_root, the operating system's dataset packages
+(/usr/share/datasets/...), torchvision's download. Offline with none of these, a DatasetUnavailableError
+names the dataset, every place searched and how to supply the files.
+
+Build (or check) a cache:  python data.py data=cfm
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import logging
+import os
+import pickle
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atomic_io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent
+EMBEDDED_DIR = REPO_ROOT / "embedded"
+CACHE_FORMAT_VERSION = 1
+
+
+class DatasetUnavailableError(RuntimeError):
+    """No source could provide a dataset (offline, nothing on disk)."""
+
+
+# Raw datasets: where torchvision keeps them under data_root, and where OS packages put them.
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
+}
+RAW_SOURCES = {
+    "fashion_mnist": {"torchvision_dir": "FashionMNIST/raw", "format": "idx",
+                      "system_dirs": ["/usr/share/datasets/fashion-mnist"],
+                      "how": "apt-get install dataset-fashion-mnist, or copy the four *-ubyte(.gz) files"},
+    "mnist": {"torchvision_dir": "MNIST/raw", "format": "idx",
+              "system_dirs": ["/usr/share/datasets/mnist"],
+              "how": "copy the four MNIST *-ubyte(.gz) files"},
+    "cifar10": {"torchvision_dir": "cifar-10-batches-py", "format": "cifar",
+                "system_dirs": ["/usr/share/datasets/cifar-10-batches-py", "/usr/share/datasets/cifar10"],
+                "how": "unpack cifar-10-python.tar.gz (data_batch_1..5, test_batch)"},
+}
+
+
+@dataclass
+class RawSplits:
+    """Official train/test splits as uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    origin: str
+
+
+@dataclass
+class Dataset:
+    """Normalized float32 tensors on the target device, ready for index-slice minibatches."""
+
+    name: str
+    train_x: torch.Tensor  # [N, C, H, W]
+    train_y: torch.Tensor  # [N]
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    origin: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+
+# ----------------------------------------------------------------------------------------- raw readers
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (MNIST format, optionally gzipped) into a uint8 tensor of its stored shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        payload = handle.read()
+    magic = int.from_bytes(payload[:4], "big")
+    if magic >> 8 != 0x08:  # data type byte 0x08 = unsigned byte
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
+    ndim = magic & 0xFF
+    shape = [int.from_bytes(payload[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * ndim)
+    return torch.from_numpy(data.copy()).reshape(shape)
+
+
+def _find_idx_file(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_idx_dataset(directory: Path) -> RawSplits | None:
+    """The four IDX files of MNIST or Fashion-MNIST in `directory`, or None if any is missing."""
+    paths = {key: _find_idx_file(directory, stem) for key, stem in IDX_FILES.items()}
+    if any(path is None for path in paths.values()):
+        return None
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    return RawSplits(arrays["train_images"][:, None], arrays["train_labels"].long(),
+                     arrays["test_images"][:, None], arrays["test_labels"].long(), str(directory))
+
+
+def read_cifar_dataset(directory: Path) -> RawSplits | None:
+    """CIFAR-10's python pickles (data_batch_1..5, test_batch) in `directory`, or None if missing."""
+    train_files = [directory / f"data_batch_{i}" for i in range(1, 6)]
+    test_file = directory / "test_batch"
+    if not all(path.is_file() for path in [*train_files, test_file]):
+        return None
+
+    def read(paths):
+        images, labels = [], []
+        for path in paths:
+            with open(path, "rb") as handle:
+                batch = pickle.load(handle, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+    train_images, train_labels = read(train_files)
+    test_images, test_labels = read([test_file])
+    return RawSplits(train_images, train_labels, test_images, test_labels, str(directory))
+
+
+READERS = {"idx": read_idx_dataset, "cifar": read_cifar_dataset}
+
+
+def _download(source: str, data_root: Path, timeout_s: float) -> str:
+    """Try torchvision's download into data_root; returns '' on success, else the failure reason."""
+    import torchvision
+
+    dataset_class = {"fashion_mnist": torchvision.datasets.FashionMNIST,
+                     "mnist": torchvision.datasets.MNIST,
+                     "cifar10": torchvision.datasets.CIFAR10}[source]
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+                contextlib.redirect_stderr(sink):
+            dataset_class(root=str(data_root), train=True, download=True)
+            dataset_class(root=str(data_root), train=False, download=True)
+        return ""
+    except Exception as error:  # any network or archive failure means: not available
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".strip()
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def load_raw(source: str, data_root: Path, download: bool = True,
+             download_timeout_s: float = 20.0) -> RawSplits:
+    """Official splits of `source` from the first place that has them (see the module docstring)."""
+    spec = RAW_SOURCES[source]
+    reader = READERS[spec["format"]]
+    places = [Path(data_root) / spec["torchvision_dir"]] + [Path(d) for d in spec["system_dirs"]]
+    for place in places:
+        if place.is_dir() and (splits := reader(place)) is not None:
+            return splits
+    searched = [str(place) for place in places]
+    reason = "download disabled (download=false)"
+    if download:
+        reason = _download(source, Path(data_root), download_timeout_s) or "download reported success"
+        if (splits := reader(places[0])) is not None:
+            return splits
+    raise DatasetUnavailableError(
+        f"dataset {source!r} is not available: searched the cache and {', '.join(searched)}; "
+        f"torchvision download failed ({reason}). Supply the files: {spec['how']} "
+        f"into {places[0]} (or set data_root=DIR)")
+
+
+# ------------------------------------------------------------------------------------- preprocessing
+def select_per_class(labels: torch.Tensor, class_counts: list[int], seed: int) -> torch.Tensor:
+    """Indices of the first class_counts[k] samples of each class k in a seeded shuffle of labels.
+
+    The result keeps the shuffled order. Raises ValueError if a class has too few samples.
+    """
+    order = torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(seed))
+    shuffled_labels = labels[order]
+    positions = []
+    for class_id, wanted in enumerate(class_counts):
+        class_positions = (shuffled_labels == class_id).nonzero().flatten()
+        if class_positions.numel() < wanted:
+            raise ValueError(f"class {class_id} has {class_positions.numel()} training images, "
+                             f"fewer than the {wanted} requested")
+        positions.append(class_positions[:wanted])
+    return order[torch.cat(positions).sort().values]
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Antialiased bilinear resize of uint8 images [N, C, H, W] to [N, C, size, size], exactly as
+    torchvision's Resize on a PIL image (it calls PIL's bilinear resample). Identity at equal size."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images.clone()
+    from PIL import Image
+
+    array = images.permute(0, 2, 3, 1).numpy()  # [N, H, W, C] for PIL
+    mode_of = {1: "L", 3: "RGB"}
+    channels = array.shape[-1]
+    out = np.empty((array.shape[0], size, size, channels), dtype=np.uint8)
+    for i, image in enumerate(array):
+        pil = Image.fromarray(image[..., 0] if channels == 1 else image, mode_of[channels])
+        out[i] = np.asarray(pil.resize((size, size), Image.BILINEAR)).reshape(size, size, channels)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def class_counts_of(data_cfg) -> list[int]:
+    """Training images per class: data.class_counts if given, else sample_size_per_class for each."""
+    counts = data_cfg.get("class_counts")
+    if counts:
+        return [int(c) for c in counts]
+    return [int(data_cfg.sample_size_per_class)] * int(data_cfg.num_classes)
+
+
+def preprocessing_spec(data_cfg, split_seed: int) -> dict:
+    """Everything that determines a cache's content; stored in the cache and compared on load."""
+    return {"format_version": CACHE_FORMAT_VERSION, "name": str(data_cfg.name),
+            "source": str(data_cfg.source), "image_size": int(data_cfg.image_size),
+            "class_counts": class_counts_of(data_cfg), "split_seed": int(split_seed),
+            "mean": [float(v) for v in data_cfg.mean], "std": [float(v) for v in data_cfg.std]}
+
+
+def cache_file_name(spec: dict) -> str:
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{spec['name']}-{spec['image_size']}px-{digest}.pt"
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].contiguous()
+        digest.update(key.encode() + str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_cache_content(spec: dict, raw: RawSplits) -> dict:
+    """Select the training subset, resize train and test images, and attach metadata + checksum."""
+    train_index = select_per_class(raw.train_labels, spec["class_counts"], spec["split_seed"])
+    tensors = {
+        "train_images": resize_images(raw.train_images[train_index], spec["image_size"]),
+        "train_labels": raw.train_labels[train_index].clone(),
+        "test_images": resize_images(raw.test_images, spec["image_size"]),
+        "test_labels": raw.test_labels.clone(),
+    }
+    return {**tensors, "meta": {**spec, "origin": raw.origin, "checksum": tensor_checksum(tensors)}}
+
+
+def read_valid_cache(path: Path, spec: dict) -> dict | None:
+    """The cache at `path` if it exists, loads, matches `spec` and its checksum; else None (with a
+    warning saying why when the file exists)."""
+    if not path.is_file():
+        return None
+    try:
+        content = torch.load(path, weights_only=True)
+        meta = content["meta"]
+        tensors = {key: content[key] for key in
+                   ("train_images", "train_labels", "test_images", "test_labels")}
+    except Exception as error:
+        log.warning("cache %s is unreadable (%s): rebuilding it", path, type(error).__name__)
+        return None
+    stored_spec = {key: meta.get(key) for key in spec}
+    if stored_spec != spec:
+        log.warning("cache %s was built with other preprocessing parameters: rebuilding it", path)
+        return None
+    if tensor_checksum(tensors) != meta.get("checksum"):
+        log.warning("cache %s fails its checksum (corrupted or truncated): rebuilding it", path)
+        return None
+    return content
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """An exclusive advisory lock on `path` (created if missing), held for the with-block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cache_dir_of(data_root: Path) -> Path:
+    return Path(data_root) / "cache"
+
+
+def load_or_build_cache(data_cfg, data_root: Path, split_seed: int, download: bool = True) -> dict:
+    """The cached uint8 dataset: a valid cache (project cache, then embedded), else built from raw.
+
+    Concurrent builders serialize on a lock file next to the cache and the cache is written atomically,
+    so parallel sweep jobs never see a half-written file.
+    """
+    spec = preprocessing_spec(data_cfg, split_seed)
+    name = cache_file_name(spec)
+    cache_path = cache_dir_of(data_root) / name
+    for candidate in (cache_path, EMBEDDED_DIR / name):
+        if (content := read_valid_cache(candidate, spec)) is not None:
+            return content
+    with file_lock(cache_path.with_suffix(".lock")):
+        if (content := read_valid_cache(cache_path, spec)) is not None:  # built while we waited
+            return content
+        raw = load_raw(spec["source"], Path(data_root), download=download)
+        content = build_cache_content(spec, raw)
+        atomic_torch_save(content, cache_path)
+        log.info("built cache %s from %s", cache_path, raw.origin)
+        return content
+
+
+def normalize(images: torch.Tensor, mean, std, device) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> float32 (x/255 - mean_c) / std_c on `device`."""
+    mean_t = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return (images.to(device=device, dtype=torch.float32) / 255.0 - mean_t) / std_t
+
+
+def prepare_dataset(data_cfg, data_root: Path, split_seed: int, device: torch.device | str = "cpu",
+                    download: bool = True) -> Dataset:
+    """Normalized train/test tensors of one dataset config on `device` (channels selected)."""
+    content = load_or_build_cache(data_cfg, data_root, split_seed, download=download)
+    channels = data_cfg.get("channels")
+    mean, std = list(data_cfg.mean), list(data_cfg.std)
+
+    def tensors(images, labels):
+        x = normalize(images, mean, std, device)
+        if channels is not None:
+            x = x[:, list(channels)]
+        return x.contiguous(), labels.to(device=device, dtype=torch.long)
+
+    train_x, train_y = tensors(content["train_images"], content["train_labels"])
+    test_x, test_y = tensors(content["test_images"], content["test_labels"])
+    return Dataset(str(data_cfg.name), train_x, train_y, test_x, test_y,
+                   int(data_cfg.num_classes), content["meta"].get("origin", ""))
+
+
+if __name__ == "__main__":
+    import hydra
+    from omegaconf import DictConfig
+
+    from config_utils import CONF_DIR, register_resolvers
+
+    register_resolvers()
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="data_only")
+    def main(cfg: DictConfig) -> None:
+        content = load_or_build_cache(cfg.data, Path(cfg.data_root), int(cfg.seed), bool(cfg.download))
+        meta = content["meta"]
+        path = cache_dir_of(Path(cfg.data_root)) / cache_file_name(preprocessing_spec(cfg.data, cfg.seed))
+        print(f"{meta['name']}: train {tuple(content['train_images'].shape)}, "
+              f"test {tuple(content['test_images'].shape)}, from {meta['origin']}")
+        print(f"cache: {path if path.is_file() else EMBEDDED_DIR / path.name}")
+
+    main()

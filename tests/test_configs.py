@@ -1,0 +1,60 @@
+"""Every config composes, builds a model with the declared number of measured points, and names a run."""
+import itertools
+
+import pytest
+import torch
+
+from config_utils import CONF_DIR, run_identity, run_name
+from train_models import ConfigError, build_model, learning_rate_at
+
+DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+MLP_MODELS = ["GFNN", "GFNNNoBN", "GLNN", "GFNNOriginal"]
+OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimization").glob("*.yaml"))
+INPUT_SHAPES = {"cm": (1, 10, 10), "cfm": (1, 10, 10), "cc": (1, 10, 10), "imbalanced_cfm": (1, 10, 10),
+                "fashion_mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
+
+
+@pytest.mark.parametrize("data_name,optimizer", list(itertools.product(DATA, OPTIMIZERS)))
+def test_every_data_and_optimizer_config_composes(compose, data_name, optimizer):
+    cfg = compose(f"data={data_name}", f"optimization={optimizer}")
+    assert cfg.data.name == data_name
+    assert cfg.optimization.name == optimizer
+    assert len(cfg.data.mean) == len(cfg.data.std)
+    assert run_name(cfg).startswith(f"{cfg.data.name}-GFNN-L6-w100-{optimizer}-")
+
+
+@pytest.mark.parametrize("model_name", MLP_MODELS)
+@pytest.mark.parametrize("layer_num", [0, 2, 6, 18])
+def test_mlp_measured_point_count_is_layer_num_plus_two(compose, model_name, layer_num):
+    cfg = compose(f"model={model_name}", f"layer_num={layer_num}", "hidden_size=16")
+    model = build_model(cfg, (1, 10, 10), 10)
+    assert len(model.measured_modules()) == layer_num + 2
+    assert model(torch.zeros(4, 1, 10, 10)).shape == (4, 10)
+    has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    has_relu = any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+    assert has_bn == (model_name != "GFNNNoBN") and has_relu == (model_name != "GLNN")
+
+
+def test_run_name_is_deterministic_and_ignores_execution_keys(compose):
+    base = compose("lr=0.001")
+    assert run_name(base) == run_name(compose("lr=0.001"))
+    assert run_name(base) == run_name(compose("lr=0.001", "device=cpu", "threads=1", "progress=false"))
+    assert run_name(base) != run_name(compose("lr=0.001", "weight_decay=0"))
+    assert "device" not in run_identity(base) and "epochs" in run_identity(base)
+
+
+def test_learning_rate_schedule_divides_by_10_then_100():
+    fractions = [1 / 3, 2 / 3]
+    assert learning_rate_at(199, 1.0, 600, fractions, 0.1) == 1.0
+    assert learning_rate_at(200, 1.0, 600, fractions, 0.1) == pytest.approx(0.1)
+    assert learning_rate_at(399, 1.0, 600, fractions, 0.1) == pytest.approx(0.1)
+    assert learning_rate_at(400, 1.0, 600, fractions, 0.1) == pytest.approx(0.01)
+    assert learning_rate_at(3, 1.0, 10, fractions, 0.1) == pytest.approx(0.1)  # int(10/3) = 3
+    assert learning_rate_at(6, 1.0, 10, fractions, 0.1) == pytest.approx(0.01)  # int(20/3) = 6
+
+
+def test_unknown_architecture_is_rejected(compose):
+    cfg = compose()
+    cfg.model.architecture = "transformer"
+    with pytest.raises(ConfigError, match="model.architecture=transformer: allowed"):
+        build_model(cfg, (1, 10, 10), 10)

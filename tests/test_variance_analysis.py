@@ -1,0 +1,167 @@
+"""The math of variance_analysis.py against independent formulas and data with known answers."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from variance_analysis import (between_class_scatter, between_variance, class_statistics,
+                               fit_log_linear, fuzziness_from_statistics, layer_ratios, pca_reduce,
+                               separation_fuzziness, within_class_scatter)
+
+
+def direct_fuzziness(features: np.ndarray, labels: np.ndarray) -> float:
+    """D = trace(SS_w pinv(SS_b)) written out with explicit loops and numpy's pinv."""
+    n, d = features.shape
+    global_mean = features.mean(axis=0)
+    ss_b = np.zeros((d, d))
+    ss_w = np.zeros((d, d))
+    for k in np.unique(labels):
+        members = features[labels == k]
+        mean_k = members.mean(axis=0)
+        ss_b += len(members) * np.outer(mean_k - global_mean, mean_k - global_mean)
+        for x in members:
+            ss_w += np.outer(x - mean_k, x - mean_k)
+    ss_b /= n
+    ss_w /= n
+    return float(np.trace(ss_w @ np.linalg.pinv(ss_b)))
+
+
+def random_problem(seed=0, n_per_class=(30, 50, 20, 40, 60), d=12):
+    generator = np.random.default_rng(seed)
+    labels = np.concatenate([np.full(n, k) for k, n in enumerate(n_per_class)])
+    centers = generator.normal(scale=2.0, size=(len(n_per_class), d))
+    features = centers[labels] + generator.normal(size=(labels.size, d))
+    return features, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fuzziness_matches_direct_formula_on_random_imbalanced_data(seed):
+    features, labels = random_problem(seed)
+    expected = direct_fuzziness(features, labels)
+    got = separation_fuzziness(torch.from_numpy(features), torch.from_numpy(labels))
+    assert got == pytest.approx(expected, rel=1e-10)
+    assert 0 < got < 100
+
+
+def test_fuzziness_when_dimension_exceeds_samples():
+    # d = 300 > N = 60: SS_w is rank deficient, SS_b has rank K - 1 = 3.
+    features, labels = random_problem(3, n_per_class=(15, 15, 15, 15), d=300)
+    expected = direct_fuzziness(features, labels)
+    got = separation_fuzziness(torch.from_numpy(features), torch.from_numpy(labels))
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_known_answer_two_classes_in_one_dimension():
+    # class means -1 and +1, every point at distance s from its mean: SS_b = 1, SS_w = s^2, D = s^2.
+    s = 0.3
+    features = torch.tensor([[-1 - s], [-1 + s], [1 - s], [1 + s]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1])
+    assert separation_fuzziness(features, labels) == pytest.approx(s ** 2, rel=1e-12)
+    assert between_class_scatter(features, labels).item() == pytest.approx(1.0, rel=1e-12)
+    assert within_class_scatter(features, labels).item() == pytest.approx(s ** 2, rel=1e-12)
+
+
+def test_fuzziness_is_zero_when_points_equal_class_means():
+    features, labels = random_problem(4)
+    means = np.stack([features[labels == k].mean(axis=0) for k in np.unique(labels)])
+    collapsed = torch.from_numpy(means[labels])
+    assert separation_fuzziness(collapsed, torch.from_numpy(labels)) == pytest.approx(0.0, abs=1e-20)
+
+
+def test_fuzziness_invariant_under_rotation_and_scaling():
+    features, labels = random_problem(5)
+    x = torch.from_numpy(features)
+    y = torch.from_numpy(labels)
+    rotation, _ = torch.linalg.qr(torch.randn(12, 12, generator=torch.Generator().manual_seed(0),
+                                              dtype=torch.float64))
+    reference = separation_fuzziness(x, y)
+    assert separation_fuzziness(x @ rotation, y) == pytest.approx(reference, rel=1e-10)
+    assert separation_fuzziness(37.5 * x, y) == pytest.approx(reference, rel=1e-10)
+    assert separation_fuzziness(x + 100.0, y) == pytest.approx(reference, rel=1e-9)
+
+
+def test_float32_features_are_computed_in_float64():
+    features, labels = random_problem(6)
+    as32 = torch.from_numpy(features).float()
+    expected = direct_fuzziness(as32.double().numpy(), labels)
+    assert separation_fuzziness(as32, torch.from_numpy(labels)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_zero_between_scatter_gives_infinite_fuzziness_with_warning():
+    features = torch.tensor([[0.0], [2.0], [0.0], [2.0]], dtype=torch.float64)  # both class means 1
+    labels = torch.tensor([0, 0, 1, 1])
+    with pytest.warns(RuntimeWarning, match="SS_b is zero"):
+        assert separation_fuzziness(features, labels) == math.inf
+    assert math.isnan(between_variance(features, labels))
+
+
+def test_between_variance_of_rank_one_scatter_is_one():
+    features, labels = random_problem(7, n_per_class=(40, 40), d=5)
+    assert between_variance(torch.from_numpy(features), torch.from_numpy(labels)) == pytest.approx(1.0)
+
+
+def test_between_variance_matches_direct_formula():
+    features, labels = random_problem(8)
+    ss_b = between_class_scatter(torch.from_numpy(features), torch.from_numpy(labels)).numpy()
+    expected = np.trace(ss_b) / np.linalg.norm(ss_b, "fro")
+    got = between_variance(torch.from_numpy(features), torch.from_numpy(labels))
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_statistics_traces():
+    features, labels = random_problem(9)
+    stats = class_statistics(torch.from_numpy(features), torch.from_numpy(labels))
+    ss_w = within_class_scatter(torch.from_numpy(features), torch.from_numpy(labels))
+    ss_b = between_class_scatter(torch.from_numpy(features), torch.from_numpy(labels))
+    assert stats.within_trace() == pytest.approx(float(ss_w.trace()), rel=1e-12)
+    assert stats.between_trace() == pytest.approx(float(ss_b.trace()), rel=1e-12)
+    assert fuzziness_from_statistics(stats) == pytest.approx(
+        float(torch.trace(ss_w @ torch.linalg.pinv(ss_b, hermitian=True))), rel=1e-8)
+
+
+def test_fit_recovers_a_geometric_sequence_exactly():
+    layers = list(range(8))
+    values = [40.0 * 0.6 ** l for l in layers]
+    fit = fit_log_linear(layers, values)
+    assert fit.slope == pytest.approx(math.log(0.6), rel=1e-12)
+    assert fit.intercept == pytest.approx(math.log(40.0), rel=1e-12)
+    assert fit.rho == pytest.approx(0.6, rel=1e-12)
+    assert fit.pearson_r == pytest.approx(-1.0, abs=1e-12)
+    assert fit.r2 == pytest.approx(1.0, abs=1e-12)
+    assert (fit.num_points, fit.dropped) == (8, 0)
+
+
+def test_fit_against_numpy_and_drops_non_finite_points():
+    values = [10.0, 7.0, math.inf, 2.5, 2.0, 0.4]
+    fit = fit_log_linear(range(6), values)
+    x = np.array([0, 1, 3, 4, 5])
+    y = np.log([10.0, 7.0, 2.5, 2.0, 0.4])
+    slope, intercept = np.polyfit(x, y, 1)
+    assert fit.slope == pytest.approx(slope, rel=1e-12)
+    assert fit.intercept == pytest.approx(intercept, rel=1e-12)
+    assert fit.pearson_r == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
+    assert fit.dropped == 1
+
+
+def test_fit_needs_two_points():
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_log_linear([0, 1], [1.0, math.inf])
+
+
+def test_layer_ratios():
+    assert layer_ratios([8.0, 4.0, 1.0]) == [None, 0.5, 0.25]
+
+
+def test_pca_reduction_keeps_fuzziness_when_it_keeps_the_span():
+    # Embed 30-dim features isometrically into 70 dims: PCA back to 30 dims loses nothing.
+    features, labels = random_problem(10, d=30)
+    x = torch.from_numpy(features)
+    embedding, _ = torch.linalg.qr(torch.randn(70, 70, generator=torch.Generator().manual_seed(1),
+                                               dtype=torch.float64))
+    wide = torch.cat([x, torch.zeros(x.shape[0], 40, dtype=torch.float64)], dim=1) @ embedding
+    reduced = pca_reduce(wide, 30)
+    assert reduced.shape == (x.shape[0], 30)
+    y = torch.from_numpy(labels)
+    assert separation_fuzziness(reduced, y) == pytest.approx(separation_fuzziness(x, y), rel=1e-8)
+    assert pca_reduce(x, 100).shape == (x.shape[0], 30)  # narrower than the target: only centered

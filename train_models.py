@@ -1,0 +1,158 @@
+"""Builders (device, model, optimizer, learning-rate schedule), the training loop and accuracy.
+
+The whole training set lives on the device as one tensor; each epoch draws a fresh permutation from a
+seeded generator and minibatches are index slices of it, so there is no DataLoader and no per-sample
+Python work. Loss values stay on the device and are read once per epoch (divergence check, progress
+bar). The learning rate is divided by `1/gamma` at each milestone (by default 10 at int(E/3) and 100 at
+int(2E/3)).
+
+Used by representation_dynamics_terminal.py; nothing here writes files.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from models import MLP, MeasuredModel
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message names the key and what is allowed."""
+
+
+# -------------------------------------------------------------------------------------------- builders
+def resolve_device(name: str) -> torch.device:
+    """device=auto picks cuda when present, else cpu; device=cuda without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name}: no CUDA GPU is visible on this machine; "
+                          "allowed here: auto, cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name}: not a torch device; allowed: auto, cpu, cuda, cuda:N") from None
+
+
+def mlp_widths(model_cfg: DictConfig, layer_num: int, hidden_size: int) -> list[int]:
+    """Hidden widths of an MLP: w for the input block and each of the L blocks, or the model's
+    width_multipliers times w (FNNSW/FNNWS/FNNMIX fix the number of blocks at L + 1 = 7)."""
+    multipliers = model_cfg.get("width_multipliers")
+    if multipliers is None:
+        return [hidden_size] * (layer_num + 1)
+    if len(multipliers) != layer_num + 1:
+        raise ConfigError(f"layer_num={layer_num}: model {model_cfg.name} has {len(multipliers)} hidden "
+                          f"blocks; allowed: layer_num={len(multipliers) - 1}")
+    return [int(m * hidden_size) for m in multipliers]
+
+
+def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> MeasuredModel:
+    """The model named by cfg.model for inputs of `input_shape` (without the batch dimension)."""
+    architecture = cfg.model.architecture
+    if architecture == "mlp":
+        return MLP(math.prod(input_shape), mlp_widths(cfg.model, int(cfg.layer_num), int(cfg.hidden_size)),
+                   num_classes, batch_norm=bool(cfg.model.batch_norm), relu=bool(cfg.model.relu))
+    raise ConfigError(f"model.architecture={architecture}: allowed: mlp")
+
+
+def build_optimizer(optimization_cfg: DictConfig, parameters, lr: float,
+                    weight_decay: float) -> torch.optim.Optimizer:
+    """optimization.name: sgd (plain), momentum (SGD with optimization.momentum) or adam."""
+    name = optimization_cfg.name
+    parameters = list(parameters)
+    common = {"lr": lr, "weight_decay": weight_decay, "fused": True}  # one kernel for all tensors
+    if name == "sgd":
+        return torch.optim.SGD(parameters, **common)
+    if name == "momentum":
+        return torch.optim.SGD(parameters, momentum=float(optimization_cfg.momentum), **common)
+    if name == "adam":
+        betas = tuple(float(b) for b in optimization_cfg.betas)
+        return torch.optim.Adam(parameters, betas=betas, **common)
+    raise ConfigError(f"optimization.name={name}: allowed: sgd, momentum, adam")
+
+
+def learning_rate_at(epoch: int, base_lr: float, epochs: int, milestone_fractions, gamma: float) -> float:
+    """Step schedule: base_lr * gamma^(number of milestones int(f * epochs) already reached)."""
+    milestones = [int(fraction * epochs + 1e-9) for fraction in milestone_fractions]
+    return base_lr * gamma ** sum(epoch >= milestone for milestone in milestones)
+
+
+# ------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    epochs_completed: int
+    final_train_loss: float
+    diverged: bool = False
+    diverged_epoch: int | None = None
+    loss_history: list[float] = field(default_factory=list)
+
+
+def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+          optimizer: torch.optim.Optimizer, *, epochs: int, batch_size: int, base_lr: float,
+          schedule_cfg: DictConfig | None, seed: int, progress: bool = True,
+          description: str = "train", on_epoch_end=None) -> TrainResult:
+    """Minibatch training with per-epoch reshuffling on the device.
+
+    schedule_cfg (milestone_fractions, gamma) sets the step schedule; None keeps the lr constant.
+    Stops at the first epoch whose mean loss is NaN or infinite (TrainResult.diverged).
+    on_epoch_end(epoch_index_1based) is called after each epoch (e.g. to record dynamics).
+    """
+    device = inputs.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    num_samples = inputs.shape[0]
+    starts = list(range(0, num_samples, batch_size))
+    if num_samples - starts[-1] == 1 and len(starts) > 1:  # BatchNorm cannot train on one sample
+        starts.pop()
+    result = TrainResult(epochs_completed=0, final_train_loss=math.nan)
+    bar = tqdm(range(epochs), desc=description, disable=not progress, leave=False,
+               mininterval=0.5, dynamic_ncols=True)
+    model.train()
+    for epoch in bar:
+        if schedule_cfg is not None:
+            lr = learning_rate_at(epoch, base_lr, epochs, schedule_cfg.milestone_fractions,
+                                  float(schedule_cfg.gamma))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        order = torch.randperm(num_samples, generator=generator, device=device)
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for start in starts:
+            index = order[start:start + batch_size]
+            loss = F.cross_entropy(model(inputs[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * index.numel()
+            seen += index.numel()
+        epoch_loss = float(loss_sum) / seen
+        result.loss_history.append(epoch_loss)
+        result.epochs_completed = epoch + 1
+        result.final_train_loss = epoch_loss
+        if not math.isfinite(epoch_loss):
+            result.diverged, result.diverged_epoch = True, epoch + 1
+            break
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+        if progress and epoch % 10 == 0:
+            bar.set_postfix(loss=f"{epoch_loss:.4f}", refresh=False)
+    bar.close()
+    return result
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 2048) -> float:
+    """Fraction of correct argmax predictions in eval mode (restores the previous mode)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, inputs.shape[0], batch_size):
+        logits = model(inputs[start:start + batch_size])
+        correct += int((logits.argmax(dim=1) == labels[start:start + batch_size]).sum())
+    model.train(was_training)
+    return correct / inputs.shape[0]

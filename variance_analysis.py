@@ -1,0 +1,222 @@
+"""Pure math of the equi-separation law: class scatter, separation fuzziness D, and the line fit.
+
+Everything here takes tensors and returns tensors or plain numbers: no I/O, no device choice and no
+knowledge of models. Inputs are cast to float64 before any arithmetic.
+
+Definitions (He & Su, "A Law of Data Separation in Deep Learning", PNAS 2023), for features
+x_i in R^d with labels y_i in {0..K-1}, class sizes n_k, class means m_k and global mean m:
+
+    SS_b = (1/n) sum_k n_k (m_k - m)(m_k - m)^T                      between-class scatter
+    SS_w = (1/n) sum_k sum_{i in k} (x_i - m_k)(x_i - m_k)^T         within-class scatter
+    D    = trace(SS_w @ pinv(SS_b))                                  separation fuzziness
+
+The n_k weights make the same formulas serve balanced and imbalanced data. With balanced classes
+D = K * NC1, the neural-collapse metric of Papyan, Han & Donoho (2020).
+
+Implementation note: SS_b = B^T B with B = [sqrt(n_k/n) (m_k - m)]_k of shape [K, d], so
+pinv(SS_b) = pinv(B) pinv(B)^T and D = trace(pinv(B)^T SS_w pinv(B)) -- a K x K trace that never forms
+a d x d pseudo-inverse, which keeps wide layers (d = 65,536 for a conv map) cheap.
+
+Run the self-check with:  python variance_analysis.py
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ClassStatistics:
+    """Sufficient statistics of labelled features for every scatter-based measure.
+
+    counts:  [K]     n_k, float64
+    means:   [K, d]  m_k
+    global_mean: [d] m (the n_k-weighted mean of the class means)
+    within:  [d, d]  SS_w, or None when only the factor `within_factor` was kept
+    within_factor: [N, d] W = X - M[y] scaled by 1/sqrt(n), so SS_w = W^T W (or None)
+    """
+
+    counts: torch.Tensor
+    means: torch.Tensor
+    global_mean: torch.Tensor
+    within: torch.Tensor | None = None
+    within_factor: torch.Tensor | None = None
+
+    @property
+    def num_samples(self) -> float:
+        return float(self.counts.sum())
+
+    @property
+    def between_factor(self) -> torch.Tensor:
+        """B of shape [K, d] with SS_b = B^T B."""
+        weights = (self.counts / self.counts.sum()).sqrt()  # [K], unit norm
+        factor = weights[:, None] * (self.means - self.global_mean)  # [K, d]
+        # Exactly, weights @ factor = sum_k n_k (m_k - m) / sqrt(n) = 0, so SS_b has rank <= K - 1.
+        # Rounding leaves a residue along `weights` of order eps * |m|, which a pseudo-inverse would
+        # blow up; projecting it out keeps the structural null space exact.
+        return factor - weights[:, None] * (weights @ factor)[None, :]
+
+    def project_within(self, directions: torch.Tensor) -> torch.Tensor:
+        """directions^T SS_w directions for directions of shape [d, r] -> [r, r]."""
+        if self.within_factor is not None:
+            projected = self.within_factor @ directions  # [N, r]
+            return projected.T @ projected
+        return directions.T @ self.within @ directions
+
+    def within_trace(self) -> float:
+        """trace(SS_w)."""
+        if self.within_factor is not None:
+            return float(self.within_factor.square().sum())
+        return float(self.within.diagonal().sum())
+
+    def between_trace(self) -> float:
+        """trace(SS_b) = ||B||_F^2."""
+        return float(self.between_factor.square().sum())
+
+
+def class_statistics(features: torch.Tensor, labels: torch.Tensor) -> ClassStatistics:
+    """Class counts, class means and the within-class factor of features [N, d] with labels [N].
+
+    Classes are the distinct label values present; empty classes do not exist for this function.
+    """
+    features = features.reshape(features.shape[0], -1).to(torch.float64)  # [N, d]
+    _, class_index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    num_classes = counts.numel()
+    counts = counts.to(torch.float64)  # [K]
+    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device)
+    sums.index_add_(0, class_index, features)  # [K, d]
+    means = sums / counts[:, None]  # [K, d]
+    global_mean = features.mean(dim=0)  # [d]
+    within_factor = (features - means[class_index]) / math.sqrt(features.shape[0])  # [N, d]
+    return ClassStatistics(counts, means, global_mean, within_factor=within_factor)
+
+
+def between_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SS_b as an explicit [d, d] matrix (for inspection and tests; D never needs it)."""
+    factor = class_statistics(features, labels).between_factor
+    return factor.T @ factor
+
+
+def within_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SS_w as an explicit [d, d] matrix."""
+    stats = class_statistics(features, labels)
+    return stats.within_factor.T @ stats.within_factor
+
+
+def _pinv_of_between_factor(factor: torch.Tensor) -> torch.Tensor | None:
+    """pinv(B) of shape [d, r] for B [K, d], cutting singular values below max(K, d) * eps * s_max
+    (numpy's matrix_rank rule). Returns None when SS_b is exactly zero (all class means equal)."""
+    left, singular, right_h = torch.linalg.svd(factor, full_matrices=False)  # [K,r], [r], [r,d]
+    if singular.numel() == 0 or float(singular.max()) == 0.0:
+        return None
+    tolerance = max(factor.shape) * torch.finfo(factor.dtype).eps * singular.max()
+    keep = singular > tolerance
+    # pinv(B) = V S^-1 U^T; the trailing U^T is orthonormal and drops out of the trace below, but
+    # is kept so the returned matrix is the real pseudo-inverse.
+    return right_h[keep].T @ torch.diag(1.0 / singular[keep]) @ left[:, keep].T  # [d, K]
+
+
+def fuzziness_from_statistics(stats: ClassStatistics) -> float:
+    """D = trace(SS_w pinv(SS_b)) = trace(pinv(B)^T SS_w pinv(B)). Infinite when SS_b = 0."""
+    pinv_factor = _pinv_of_between_factor(stats.between_factor)
+    if pinv_factor is None:
+        warnings.warn("SS_b is zero (all class means coincide): separation fuzziness D is infinite",
+                      RuntimeWarning, stacklevel=2)
+        return math.inf
+    return float(stats.project_within(pinv_factor).diagonal().sum())
+
+
+def separation_fuzziness(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """D = trace(SS_w pinv(SS_b)) of features [N, ...] (flattened to [N, d]) with labels [N]."""
+    return fuzziness_from_statistics(class_statistics(features, labels))
+
+
+def between_variance_from_statistics(stats: ClassStatistics) -> float:
+    """trace(SS_b / ||SS_b||_F): the effective rank of the class-mean spread (measure=between_variance).
+
+    ||SS_b||_F = ||B^T B||_F = ||B B^T||_F, computed on the K x K Gram matrix. NaN when SS_b = 0.
+    """
+    factor = stats.between_factor
+    gram = factor @ factor.T  # [K, K]
+    norm = float(torch.linalg.matrix_norm(gram))
+    if norm == 0.0:
+        return math.nan
+    return float(gram.diagonal().sum()) / norm
+
+
+def between_variance(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """trace(SS_b / ||SS_b||_F) of features [N, ...] with labels [N]."""
+    return between_variance_from_statistics(class_statistics(features, labels))
+
+
+def pca_reduce(features: torch.Tensor, dim: int) -> torch.Tensor:
+    """Project centered features [N, d] onto their top `dim` principal components -> [N, min(dim, d)].
+
+    Uses the thin SVD of the centered data matrix, Xc = U S V^T, returning Xc V[:, :dim] = U S[:dim].
+    """
+    features = features.reshape(features.shape[0], -1).to(torch.float64)
+    centered = features - features.mean(dim=0)  # [N, d]
+    if centered.shape[1] <= dim:
+        return centered
+    left, singular, _ = torch.linalg.svd(centered, full_matrices=False)  # [N, r], [r]
+    return left[:, :dim] * singular[:dim]  # [N, dim]
+
+
+def layer_ratios(values: list[float]) -> list[float | None]:
+    """D_l / D_(l-1) for each point (None for the first)."""
+    ratios: list[float | None] = [None]
+    for previous, current in zip(values[:-1], values[1:]):
+        usable = previous != 0.0 and math.isfinite(previous)
+        ratios.append(current / previous if usable else None)
+    return ratios
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """Least-squares fit ln D_l = intercept + slope * l, with rho = exp(slope) the per-layer decay."""
+
+    slope: float
+    intercept: float
+    rho: float
+    pearson_r: float
+    r2: float
+    num_points: int
+    dropped: int
+
+    def as_dict(self) -> dict:
+        return {"slope": self.slope, "intercept": self.intercept, "rho": self.rho,
+                "pearson_r": self.pearson_r, "r2": self.r2,
+                "num_points": self.num_points, "dropped": self.dropped}
+
+
+def fit_log_linear(layer_indices, values) -> LineFit:
+    """Fit ln(values) = a + b * layer_indices by least squares over the finite, positive values.
+
+    Pearson r is computed on the same points; R^2 of a one-variable least-squares line is r^2.
+    Raises ValueError when fewer than two usable points remain.
+    """
+    x = torch.as_tensor(layer_indices, dtype=torch.float64)
+    y_raw = torch.as_tensor(values, dtype=torch.float64)
+    usable = torch.isfinite(y_raw) & (y_raw > 0)
+    x, y = x[usable], y_raw[usable].log()
+    if x.numel() < 2:
+        raise ValueError(f"a line fit needs at least 2 finite positive values, got {x.numel()}")
+    dx, dy = x - x.mean(), y - y.mean()
+    sxx, syy, sxy = dx.square().sum(), dy.square().sum(), (dx * dy).sum()
+    slope = float(sxy / sxx)
+    intercept = float(y.mean() - slope * x.mean())
+    pearson_r = float(sxy / (sxx * syy).sqrt()) if float(syy) > 0 else math.nan
+    return LineFit(slope=slope, intercept=intercept, rho=math.exp(slope), pearson_r=pearson_r,
+                   r2=pearson_r ** 2, num_points=int(x.numel()),
+                   dropped=int(y_raw.numel() - x.numel()))
+
+
+if __name__ == "__main__":
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(50)
+    features = torch.randn(500, 20, generator=generator, dtype=torch.float64) + 3 * labels[:, None]
+    print(f"D = {separation_fuzziness(features, labels):.6f}")
+    print(fit_log_linear([0, 1, 2, 3], [8.0, 4.0, 2.0, 1.0]))
