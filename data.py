@@ -226,10 +226,15 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def class_counts_of(data_cfg) -> list[int]:
-    """Training images per class: data.class_counts if given, else sample_size_per_class for each."""
+    """Training images per class: data.class_counts if given, else data.imbalance's majority/minority
+    sizes, else sample_size_per_class for each class."""
     counts = data_cfg.get("class_counts")
     if counts:
         return [int(c) for c in counts]
+    if data_cfg.get("imbalance"):
+        from imbalanced_data import imbalanced_class_counts
+
+        return imbalanced_class_counts(int(data_cfg.num_classes), **data_cfg.imbalance)
     return [int(data_cfg.sample_size_per_class)] * int(data_cfg.num_classes)
 
 

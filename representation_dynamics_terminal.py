@@ -14,6 +14,7 @@ The last stdout line is `results: <path to results.json>`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import sys
@@ -26,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from atomic_io import atomic_torch_save, atomic_write_json
-from config_utils import CONF_DIR, register_resolvers, run_name
+from config_utils import CONF_DIR, identity_hash, register_resolvers
 from data import prepare_dataset
 from plotting import save_profile_figure
 from representation_analysis import measured_features, profile_values, separation_profile
@@ -45,10 +46,31 @@ def versions() -> dict:
             "numpy": numpy.__version__, "hydra": hydra_module.__version__}
 
 
+def finished_results(run_dir: Path, cfg: DictConfig) -> Path | None:
+    """results.json of an earlier run of this exact configuration that finished (completed or
+    diverged), or None. Anything unreadable or of another configuration does not count."""
+    path = Path(run_dir) / "results.json"
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same_config = previous.get("identity_hash") == identity_hash(cfg)
+    return path if same_config and previous.get("status") in ("completed", "diverged") else None
+
+
 def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
-    """Train, measure, fit and write every output of one run into run_dir; returns results.json."""
+    """Train, measure, fit and write every output of one run into run_dir; returns results.json.
+
+    A run whose directory already holds a finished results.json of the same configuration is skipped
+    (logged as skipped) unless cfg.force is true.
+    """
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    if not cfg.force and (previous := finished_results(run_dir, cfg)) is not None:
+        log.info("skipped: %s already holds a finished run of this configuration (force=true reruns)",
+                 run_dir)
+        print(f"skipped: {run_dir.name}", flush=True)
+        return previous
     device = resolve_device(str(cfg.device))
     if int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
@@ -57,6 +79,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
     torch.set_flush_denormal(True)
     seed = int(cfg.seed)
 
+    timings = {}
     dataset = prepare_dataset(cfg.data, Path(cfg.data_root), seed, device, bool(cfg.download))
     torch.manual_seed(seed)
     model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(device)
@@ -68,6 +91,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
                     batch_size=int(cfg.batch_size), base_lr=float(cfg.lr), schedule_cfg=cfg.schedule,
                     seed=seed, progress=bool(cfg.progress), description=run_dir.name[:40])
     status = "diverged" if outcome.diverged else "completed"
+    timings["train"] = time.perf_counter() - started
 
     layers, fit = [], None
     train_accuracy = test_accuracy = None
@@ -85,6 +109,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
         log.warning("training diverged at epoch %d (loss %s): no measurement or fit",
                     outcome.diverged_epoch, outcome.final_train_loss)
 
+    timings["measure"] = time.perf_counter() - started - timings["train"]
     atomic_torch_save({"model_state": model.state_dict(), "measured_points": model.measured_points,
                        "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
     name = run_dir.name
@@ -93,11 +118,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
                                                 Path(cfg.figures_dir) / f"{name}.png"],
                             ylabel="ln D" if cfg.measure == "within_variance" else f"ln {cfg.measure}")
     results = {
-        "config": OmegaConf.to_container(cfg, resolve=True), "run_name": name, "status": status,
+        "config": OmegaConf.to_container(cfg, resolve=True), "run_name": name,
+        "identity_hash": identity_hash(cfg), "status": status,
         "measure": str(cfg.measure), "layers": layers, "fit": fit,
         "train_accuracy": train_accuracy, "test_accuracy": test_accuracy,
         "final_train_loss": outcome.final_train_loss, "epochs_completed": outcome.epochs_completed,
         "diverged_epoch": outcome.diverged_epoch, "wall_seconds": time.perf_counter() - started,
+        "timings": timings,
         "device": str(device), "versions": versions(),
     }
     return atomic_write_json(run_dir / "results.json", results)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from models import MLP, MeasuredModel
+import models
+from models import MeasuredModel
 
 
 class ConfigError(ValueError):
@@ -39,25 +40,21 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name}: not a torch device; allowed: auto, cpu, cuda, cuda:N") from None
 
 
-def mlp_widths(model_cfg: DictConfig, layer_num: int, hidden_size: int) -> list[int]:
-    """Hidden widths of an MLP: w for the input block and each of the L blocks, or the model's
-    width_multipliers times w (FNNSW/FNNWS/FNNMIX fix the number of blocks at L + 1 = 7)."""
-    multipliers = model_cfg.get("width_multipliers")
-    if multipliers is None:
-        return [hidden_size] * (layer_num + 1)
-    if len(multipliers) != layer_num + 1:
-        raise ConfigError(f"layer_num={layer_num}: model {model_cfg.name} has {len(multipliers)} hidden "
-                          f"blocks; allowed: layer_num={len(multipliers) - 1}")
-    return [int(m * hidden_size) for m in multipliers]
-
-
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> MeasuredModel:
-    """The model named by cfg.model for inputs of `input_shape` (without the batch dimension)."""
-    architecture = cfg.model.architecture
-    if architecture == "mlp":
-        return MLP(math.prod(input_shape), mlp_widths(cfg.model, int(cfg.layer_num), int(cfg.hidden_size)),
-                   num_classes, batch_norm=bool(cfg.model.batch_norm), relu=bool(cfg.model.relu))
-    raise ConfigError(f"model.architecture={architecture}: allowed: mlp")
+    """models.<model.architecture>(input_shape, num_classes, **model.params) for inputs of
+    `input_shape` (without the batch dimension)."""
+    architecture = str(cfg.model.architecture)
+    model_class = getattr(models, architecture, None)
+    if not (isinstance(model_class, type) and issubclass(model_class, MeasuredModel)):
+        raise ConfigError(f"model.architecture={architecture}: allowed: {', '.join(architectures())}")
+    params = OmegaConf.to_container(cfg.model.params, resolve=True) if cfg.model.get("params") else {}
+    return model_class(tuple(input_shape), num_classes, **params)
+
+
+def architectures() -> list[str]:
+    """Names of the MeasuredModel classes in models.py."""
+    return sorted(name for name, value in vars(models).items() if isinstance(value, type)
+                  and issubclass(value, MeasuredModel) and value is not MeasuredModel)
 
 
 def build_optimizer(optimization_cfg: DictConfig, parameters, lr: float,
