@@ -18,7 +18,7 @@ import copy
 import torch
 from torch import nn
 
-from variance_analysis import (between_variance_from_statistics, class_statistics,
+from variance_analysis import (between_variance_from_statistics, class_statistics, fit_log_linear,
                                fuzziness_from_statistics, layer_ratios, pca_reduce)
 
 # measure= choices: functions of variance_analysis.ClassStatistics
@@ -92,3 +92,20 @@ def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
 def profile_values(records: list[dict]) -> tuple[list[int], list[float]]:
     """(point indices, measure values) of a profile, ready for variance_analysis.fit_log_linear."""
     return [r["index"] for r in records], [r["value"] for r in records]
+
+
+def profile_fit(records: list[dict], segments: list[tuple[int, int]] | None = None) -> dict | None:
+    """The line fit of ln(value) against the point index over the finite points (fit_log_linear), and
+    with `segments` [(first, last), ...] one more fit per segment under "segments". None when fewer
+    than two finite points remain; `dropped` counts the non-finite points left out."""
+    indices, values = profile_values(records)
+    try:
+        fit = fit_log_linear(indices, values).as_dict()
+    except ValueError:
+        return None
+    if segments:
+        fit["segments"] = []
+        for first, last in segments:
+            part = fit_log_linear(indices[first:last + 1], values[first:last + 1]).as_dict()
+            fit["segments"].append({"first_index": first, "last_index": last, **part})
+    return fit

@@ -1,7 +1,7 @@
 """Train a network, measure its separation fuzziness D_l at every measured point, fit ln D_l against l.
 
     python representation_dynamics_terminal.py data=cfm model=GFNN layer_num=6 hidden_size=100 \
-        optimization=adam lr=1e-3                      # the main job (make run)
+        optimization=adam lr=1e-3                      # one run (make run adds the paper's measuring mode)
     python representation_dynamics_terminal.py -m lr=3e-5,1e-4,3e-4,1e-3,3e-3   # Hydra multirun
 
 Config: conf/config.yaml and its groups (data/, model/, optimization/, training/). Each run writes, in
@@ -11,39 +11,52 @@ its own directory logs/<run name>/ (descriptive, deterministic):
     checkpoint.pt  model state and config
     representation_dynamics_terminal.log, .hydra/   the run log and Hydra's resolved config
 The last stdout line is `results: <path to results.json>`.
+
+Reliability: invalid values stop the run before any data loading with a one-line `error:` naming the key
+(exit status 2, no run directory left behind); a run whose loss becomes NaN or infinite stops and
+records status "diverged" (exit status 0, so sweeps go on); every file is written atomically, so an
+interrupted run leaves nothing partial and rerunning the command redoes it; a run already finished
+with the same configuration is skipped unless force=true.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import platform
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
 
-import hydra
-import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (before CUDA starts)
 
-from atomic_io import atomic_torch_save, atomic_write_json
-from config_utils import CONF_DIR, identity_hash, register_resolvers
-from data import prepare_dataset
-from plotting import save_profile_figure
-from representation_analysis import measured_features, profile_values, separation_profile
-from train_models import (accuracy, build_model, build_optimizer, resolve_device, train)
-from variance_analysis import fit_log_linear
+import hydra  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from atomic_io import atomic_torch_save, atomic_write_json  # noqa: E402
+from config_utils import CONF_DIR, ConfigError, identity_hash, register_resolvers, validate_config  # noqa: E402
+from data import DatasetUnavailableError, prepare_dataset  # noqa: E402
+from plotting import save_profile_figure  # noqa: E402
+from representation_analysis import measured_features, profile_fit, separation_profile  # noqa: E402
+from train_models import accuracy, build_model, resolve_device, run_training  # noqa: E402
 
 log = logging.getLogger("representation_dynamics")
 register_resolvers()
 
+RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt")
+
 
 def versions() -> dict:
-    import hydra as hydra_module
     import numpy
 
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "numpy": numpy.__version__, "hydra": hydra_module.__version__}
+            "numpy": numpy.__version__, "hydra": hydra.__version__}
 
 
 def finished_results(run_dir: Path, cfg: DictConfig) -> Path | None:
@@ -58,83 +71,143 @@ def finished_results(run_dir: Path, cfg: DictConfig) -> Path | None:
     return path if same_config and previous.get("status") in ("completed", "diverged") else None
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
-    """Train, measure, fit and write every output of one run into run_dir; returns results.json.
+@contextlib.contextmanager
+def exclusive_run(run_dir: Path):
+    """Hold run_dir/.lock for the run; yields False (without waiting) if another process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-    A run whose directory already holds a finished results.json of the same configuration is skipped
-    (logged as skipped) unless cfg.force is true.
-    """
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    if not cfg.force and (previous := finished_results(run_dir, cfg)) is not None:
-        log.info("skipped: %s already holds a finished run of this configuration (force=true reruns)",
-                 run_dir)
-        print(f"skipped: {run_dir.name}", flush=True)
-        return previous
+
+def set_up_execution(cfg: DictConfig) -> torch.device:
+    """Device, CPU threads and deterministic kernels, as the execution keys say."""
     device = resolve_device(str(cfg.device))
     if int(cfg.threads) > 0:
         torch.set_num_threads(int(cfg.threads))
     # Subnormal floats (weights and Adam moments decaying towards zero) slow CPU arithmetic several
     # fold; flushing them to zero changes values below 1e-38 only.
     torch.set_flush_denormal(True)
-    seed = int(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    return device
 
+
+def measure(model, dataset, cfg: DictConfig) -> tuple[list[dict], dict | None]:
+    """Per-point profile on the training set and its fit (two fits for two-part models)."""
+    analysis = cfg.analysis
+    features = measured_features(model, dataset.train_x, analysis.bn_mode, int(analysis.bn_batch_size),
+                                 int(analysis.eval_batch_size))
+    layers = separation_profile(features, dataset.train_y, str(cfg.measure), analysis.pca_dim)
+    fit = profile_fit(layers, model.fit_segments)
+    if fit is None:
+        log.warning("fewer than two points have a finite, positive %s: no fit", cfg.measure)
+    elif fit["dropped"]:
+        log.warning("the fit leaves out %d point(s) whose %s is not finite and positive",
+                    fit["dropped"], cfg.measure)
+    return layers, fit
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
+    """Validate, train, measure, fit and write every output of one run into run_dir; returns the path
+    of results.json. Raises ConfigError or DatasetUnavailableError before any training.
+
+    A run whose directory already holds a finished results.json of the same configuration is skipped
+    unless cfg.force is true; so is one that another process is running right now.
+    """
+    started = time.perf_counter()
+    validate_config(cfg)
+    run_dir = Path(run_dir)
+    if not cfg.force and (previous := finished_results(run_dir, cfg)) is not None:
+        log.info("skipped: %s holds a finished run of this configuration (force=true reruns it)", run_dir)
+        print(f"skipped: {run_dir.name}", flush=True)
+        return previous
+    with exclusive_run(run_dir) as owned:
+        if not owned:
+            log.warning("skipped: another process is running %s", run_dir)
+            print(f"skipped (running elsewhere): {run_dir.name}", flush=True)
+            return run_dir / "results.json"
+        for leftover in run_dir.glob(".*.tmp-*"):  # from a run killed while writing
+            leftover.unlink()
+        for output in RUN_OUTPUTS:  # a forced rerun must not leave the old outputs beside new ones
+            (run_dir / output).unlink(missing_ok=True)
+        return _train_measure_write(cfg, run_dir, started)
+
+
+def _train_measure_write(cfg: DictConfig, run_dir: Path, started: float) -> Path:
+    device = set_up_execution(cfg)
+    seed = int(cfg.seed)
     timings = {}
     dataset = prepare_dataset(cfg.data, Path(cfg.data_root), seed, device, bool(cfg.download))
+    timings["data"] = time.perf_counter() - started
     torch.manual_seed(seed)
     model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(device)
-    optimizer = build_optimizer(cfg.optimization, model.parameters(), float(cfg.lr),
-                                float(cfg.weight_decay))
     log.info("training %s on %s (%d samples, input %s) on %s", cfg.model.name, dataset.name,
              dataset.train_x.shape[0], dataset.input_shape, device)
-    outcome = train(model, dataset.train_x, dataset.train_y, optimizer, epochs=int(cfg.epochs),
-                    batch_size=int(cfg.batch_size), base_lr=float(cfg.lr), schedule_cfg=cfg.schedule,
-                    seed=seed, progress=bool(cfg.progress), description=run_dir.name[:40])
-    status = "diverged" if outcome.diverged else "completed"
-    timings["train"] = time.perf_counter() - started
+    outcome = run_training(model, dataset.train_x, dataset.train_y, cfg, progress=bool(cfg.progress),
+                           description=run_dir.name[:40])
+    timings["train"] = time.perf_counter() - started - timings["data"]
 
-    layers, fit = [], None
-    train_accuracy = test_accuracy = None
-    if not outcome.diverged:
-        analysis = cfg.analysis
-        features = measured_features(model, dataset.train_x, analysis.bn_mode,
-                                     int(analysis.bn_batch_size), int(analysis.eval_batch_size))
-        layers = separation_profile(features, dataset.train_y, str(cfg.measure), analysis.pca_dim)
-        fit = fit_log_linear(*profile_values(layers)).as_dict()
-        train_accuracy = accuracy(model, dataset.train_x, dataset.train_y, int(analysis.eval_batch_size))
-        test_accuracy = accuracy(model, dataset.test_x, dataset.test_y, int(analysis.eval_batch_size))
-        log.info("fit: pearson_r %.5f rho %.5f; accuracy train %.4f test %.4f", fit["pearson_r"],
-                 fit["rho"], train_accuracy, test_accuracy)
-    else:
-        log.warning("training diverged at epoch %d (loss %s): no measurement or fit",
+    results = {"config": OmegaConf.to_container(cfg, resolve=True), "run_name": run_dir.name,
+               "identity_hash": identity_hash(cfg), "measure": str(cfg.measure),
+               "layers": [], "fit": None, "train_accuracy": None, "test_accuracy": None,
+               "final_train_loss": outcome.final_train_loss,
+               "epochs_completed": outcome.epochs_completed, "diverged_epoch": outcome.diverged_epoch}
+    if outcome.diverged:
+        log.warning("training diverged at epoch %d (mean loss %s): no measurement, fit or checkpoint",
                     outcome.diverged_epoch, outcome.final_train_loss)
-
-    timings["measure"] = time.perf_counter() - started - timings["train"]
-    atomic_torch_save({"model_state": model.state_dict(), "measured_points": model.measured_points,
-                       "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
-    name = run_dir.name
-    if layers:
-        save_profile_figure(layers, fit, name, [run_dir / "profile.png",
-                                                Path(cfg.figures_dir) / f"{name}.png"],
-                            ylabel="ln D" if cfg.measure == "within_variance" else f"ln {cfg.measure}")
-    results = {
-        "config": OmegaConf.to_container(cfg, resolve=True), "run_name": name,
-        "identity_hash": identity_hash(cfg), "status": status,
-        "measure": str(cfg.measure), "layers": layers, "fit": fit,
-        "train_accuracy": train_accuracy, "test_accuracy": test_accuracy,
-        "final_train_loss": outcome.final_train_loss, "epochs_completed": outcome.epochs_completed,
-        "diverged_epoch": outcome.diverged_epoch, "wall_seconds": time.perf_counter() - started,
-        "timings": timings,
-        "device": str(device), "versions": versions(),
-    }
+        results["status"] = "diverged"
+    else:
+        results["status"] = "completed"
+        results["layers"], results["fit"] = measure(model, dataset, cfg)
+        eval_batch = int(cfg.analysis.eval_batch_size)
+        results["train_accuracy"] = accuracy(model, dataset.train_x, dataset.train_y, eval_batch)
+        results["test_accuracy"] = accuracy(model, dataset.test_x, dataset.test_y, eval_batch)
+        timings["measure"] = time.perf_counter() - started - timings["data"] - timings["train"]
+        fit = results["fit"] or {}
+        log.info("fit: pearson_r %s rho %s; accuracy train %.4f test %.4f", fit.get("pearson_r"),
+                 fit.get("rho"), results["train_accuracy"], results["test_accuracy"])
+        atomic_torch_save({"model_state": model.state_dict(), "measured_points": model.measured_points,
+                           "config": results["config"]}, run_dir / "checkpoint.pt")
+        ylabel = "ln D" if cfg.measure == "within_variance" else f"ln {cfg.measure}"
+        save_profile_figure(results["layers"], results["fit"], run_dir.name,
+                            [run_dir / "profile.png", Path(cfg.figures_dir) / f"{run_dir.name}.png"],
+                            ylabel=ylabel)
+    results.update(wall_seconds=time.perf_counter() - started, timings=timings, device=str(device),
+                   versions=versions())
     return atomic_write_json(run_dir / "results.json", results)
+
+
+def discard_unused_run_dir(run_dir: Path) -> None:
+    """Remove a run directory that Hydra created for a run that never started (only .hydra/, the log
+    and the lock inside). A directory holding any run output is left alone."""
+    if run_dir.is_dir() and not any((run_dir / name).exists() for name in RUN_OUTPUTS):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _terminate(signal_number, _frame):
+    raise SystemExit(128 + signal_number)  # unwinds: temporary files are removed on the way out
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    results_path = run_experiment(cfg, Path(HydraConfig.get().runtime.output_dir))
+    signal.signal(signal.SIGTERM, _terminate)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results_path = run_experiment(cfg, run_dir)
+    except (ConfigError, DatasetUnavailableError) as error:
+        discard_unused_run_dir(run_dir)
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     print(f"results: {results_path}", flush=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -19,11 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 import models
+from config_utils import ConfigError
 from models import MeasuredModel
-
-
-class ConfigError(ValueError):
-    """A configuration value that is not allowed; the message names the key and what is allowed."""
 
 
 # -------------------------------------------------------------------------------------------- builders
@@ -43,6 +40,10 @@ def resolve_device(name: str) -> torch.device:
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> MeasuredModel:
     """models.<model.architecture>(input_shape, num_classes, **model.params) for inputs of
     `input_shape` (without the batch dimension)."""
+    required = cfg.model.get("required_layer_num")
+    if required is not None and int(cfg.layer_num) != int(required):
+        raise ConfigError(f"layer_num={cfg.layer_num}: model {cfg.model.name} has a fixed depth; "
+                          f"allowed: layer_num={required}")
     architecture = str(cfg.model.architecture)
     model_class = getattr(models, architecture, None)
     if not (isinstance(model_class, type) and issubclass(model_class, MeasuredModel)):
@@ -139,6 +140,61 @@ def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
             bar.set_postfix(loss=f"{epoch_loss:.4f}", refresh=False)
     bar.close()
     return result
+
+
+def set_trainable(modules, trainable: bool) -> None:
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(trainable)
+
+
+def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig, *,
+                 progress: bool = True, description: str = "train", on_stage_end=None) -> TrainResult:
+    """The paper's two-stage training on model.stages (blocks then classifier):
+
+    stage 1 trains only the first training.split modules for training.stage1_epochs epochs at a
+    constant lr (the rest keep their initial parameters); stage 2 freezes those and trains the
+    remaining modules for `epochs` epochs with the usual schedule. Each stage has a fresh optimizer
+    over its trainable parameters only, so frozen parameters are bit-identical across the stage.
+    on_stage_end(stage_number) is called after each stage.
+    """
+    stages = list(model.stages)
+    split = int(cfg.training.split)  # validated by config_utils.validate_config
+    plan = [(stages[:split], stages[split:], int(cfg.training.stage1_epochs), None),
+            (stages[split:], stages[:split], int(cfg.epochs), cfg.schedule)]
+    combined = TrainResult(epochs_completed=0, final_train_loss=math.nan)
+    for number, (trainable, frozen, epochs, schedule) in enumerate(plan, start=1):
+        set_trainable(frozen, False)
+        set_trainable(trainable, True)
+        parameters = [p for module in trainable for p in module.parameters()]
+        optimizer = build_optimizer(cfg.optimization, parameters, float(cfg.lr), float(cfg.weight_decay))
+        outcome = train(model, inputs, labels, optimizer, epochs=epochs, batch_size=int(cfg.batch_size),
+                        base_lr=float(cfg.lr), schedule_cfg=schedule, seed=int(cfg.seed) + number - 1,
+                        progress=progress, description=f"{description} stage {number}")
+        if outcome.diverged:
+            combined.diverged = True
+            combined.diverged_epoch = combined.epochs_completed + outcome.diverged_epoch
+        combined.epochs_completed += outcome.epochs_completed
+        combined.final_train_loss = outcome.final_train_loss
+        combined.loss_history += outcome.loss_history
+        if on_stage_end is not None:
+            on_stage_end(number)
+        if outcome.diverged:
+            break
+    set_trainable(stages, True)
+    return combined
+
+
+def run_training(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig, *,
+                 progress: bool = True, description: str = "train") -> TrainResult:
+    """Train as cfg.training.name says: standard (all parameters, `epochs` epochs) or frozen."""
+    if cfg.training.name == "frozen":
+        return train_frozen(model, inputs, labels, cfg, progress=progress, description=description)
+    optimizer = build_optimizer(cfg.optimization, model.parameters(), float(cfg.lr),
+                                float(cfg.weight_decay))
+    return train(model, inputs, labels, optimizer, epochs=int(cfg.epochs), batch_size=int(cfg.batch_size),
+                 base_lr=float(cfg.lr), schedule_cfg=cfg.schedule, seed=int(cfg.seed),
+                 progress=progress, description=description)
 
 
 @torch.no_grad()

@@ -4,8 +4,8 @@ import itertools
 import pytest
 import torch
 
-from config_utils import CONF_DIR, run_identity, run_name
-from train_models import ConfigError, build_model, learning_rate_at
+from config_utils import CONF_DIR, ConfigError, run_identity, run_name
+from train_models import build_model, learning_rate_at
 
 DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 MLP_MODELS = ["GFNN", "GFNNNoBN", "GLNN", "GFNNOriginal"]
