@@ -29,10 +29,18 @@ EXECUTION_KEYS = ("hydra", "device", "threads", "progress", "download", "data_ro
                   "figures_dir", "force")
 
 
+# A table that presets interpolate from (conf/experiment/fig1.yaml: lr per optimizer and depth). The
+# value a run picks is in its own key (lr); the table is not part of the run's identity, so a preset's
+# run and the same run typed out on the command line share one directory.
+LOOKUP_KEY = "lookup"
+
+
 def run_identity(cfg: DictConfig) -> dict:
-    """The resolved config without execution keys: what determines a run's results."""
+    """The resolved config without execution keys and lookup tables: what determines its results."""
     keys = [key for key in cfg.keys() if key not in EXECUTION_KEYS]
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    identity = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
+    identity.pop(LOOKUP_KEY, None)
+    return identity
 
 
 def identity_hash(cfg: DictConfig) -> str:
@@ -71,6 +79,8 @@ VALUE_RULES = {
     "analysis.bn_batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
     "analysis.eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "analysis.pca_dim": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
+    "analysis.test_subset_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
+    "analysis.every_n_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
 }
 
 
@@ -90,7 +100,8 @@ def validate_config(cfg: DictConfig) -> None:
     """
     import torch
 
-    from representation_analysis import BN_MODES, MEASURES
+    from representation_analysis import BN_MODES
+    from variance_analysis import MEASURES
     from train_models import build_model, resolve_device
 
     for key, (allowed, description) in VALUE_RULES.items():

@@ -208,6 +208,11 @@ def select_per_class(labels: torch.Tensor, class_counts: list[int], seed: int) -
     return order[torch.cat(positions).sort().values]
 
 
+def balanced_subset(labels: torch.Tensor, size: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices of a seeded subset with size // num_classes samples of each class."""
+    return select_per_class(labels.cpu(), [size // num_classes] * num_classes, seed)
+
+
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Antialiased bilinear resize of uint8 images [N, C, H, W] to [N, C, size, size], exactly as
     torchvision's Resize on a PIL image (it calls PIL's bilinear resample). Identity at equal size."""

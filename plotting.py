@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from atomic_io import atomic_savefig  # noqa: E402
 
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+
 
 def draw_profile(axes, layers: list[dict], fit: dict | None, label: str = "train",
                  color: str = "tab:blue", value_key: str = "value") -> None:
@@ -29,20 +31,52 @@ def draw_profile(axes, layers: list[dict], fit: dict | None, label: str = "train
                   alpha=0.8)
 
 
-def save_profile_figure(layers: list[dict], fit: dict | None, title: str, paths: list[Path],
-                        ylabel: str = "ln D") -> None:
-    """One panel: the profile and its fit; title carries Pearson r and rho. Written to every path."""
+def save_profile_figure(profiles: list[tuple[str, list[dict], dict | None]], title: str,
+                        paths: list[Path], ylabel: str = "ln D") -> None:
+    """One panel with each (label, layers, fit) profile and its fit line(s); the first profile's
+    Pearson r and rho go in the title. Written to every path."""
     figure, axes = plt.subplots(figsize=(5.0, 3.8))
-    draw_profile(axes, layers, fit)
-    if fit:
-        title = f"{title}\nPearson r = {fit['pearson_r']:.4f}, rho = {fit['rho']:.4f}"
-    else:
-        title = f"{title}\n(no fit)"
-    axes.set_title(title, fontsize=9)
+    for (label, layers, fit), color in zip(profiles, COLORS):
+        draw_profile(axes, layers, fit, label=label, color=color)
+    _, _, first_fit = profiles[0]
+    if first_fit:
+        title = f"{title}\nPearson r = {first_fit['pearson_r']:.4f}, rho = {first_fit['rho']:.4f}"
+    axes.set_title(title, fontsize=8)
     axes.set_xlabel("layer l")
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
+    if len(profiles) > 1:
+        axes.legend(fontsize=8)
     figure.tight_layout()
     for path in paths:
         atomic_savefig(figure, path, dpi=120)
+    plt.close(figure)
+
+
+def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "ln D") -> None:
+    """Left: ln value_l against l at each recorded epoch (colour by epoch). Right: Pearson r and rho of
+    the per-epoch fits against the epoch."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    epochs = dynamics["epochs"]
+    colormap = plt.get_cmap("viridis")
+    for position, (epoch, values) in enumerate(zip(epochs, dynamics["values"])):
+        color = colormap(position / max(len(epochs) - 1, 1))
+        points = [(i, math.log(v)) for i, v in enumerate(values)
+                  if isinstance(v, float) and math.isfinite(v) and v > 0]
+        if points:
+            left.plot(*zip(*points), "o-", color=color, markersize=3, linewidth=1, label=f"epoch {epoch}")
+    left.set_xlabel("layer l")
+    left.set_ylabel(ylabel)
+    left.legend(fontsize=6, ncol=2)
+    fits = dynamics["fits"]
+    known = [(e, f) for e, f in zip(epochs, fits) if f]
+    right.plot([e for e, _ in known], [f["pearson_r"] for _, f in known], "o-", label="Pearson r")
+    right.plot([e for e, _ in known], [f["rho"] for _, f in known], "s-", label="rho")
+    right.set_xlabel("epoch")
+    right.legend(fontsize=8)
+    for axes in (left, right):
+        axes.grid(alpha=0.3)
+    figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    atomic_savefig(figure, path, dpi=120)
     plt.close(figure)

@@ -14,16 +14,13 @@ BatchNorm modes (analysis.bn_mode):
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
 
-from variance_analysis import (between_variance_from_statistics, class_statistics, fit_log_linear,
+from variance_analysis import (MEASURES, StreamingClassStatistics, class_statistics, fit_log_linear,
                                fuzziness_from_statistics, layer_ratios, pca_reduce)
-
-# measure= choices: functions of variance_analysis.ClassStatistics
-MEASURES = {"within_variance": fuzziness_from_statistics,
-            "between_variance": between_variance_from_statistics}
 BN_MODES = ("eval", "train_batches")
 
 
@@ -49,7 +46,12 @@ def collect_features(model: nn.Module, inputs: torch.Tensor, modules: list[tuple
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {name: torch.cat(chunks) for name, chunks in captured.items()}
+    features = {name: torch.cat(chunks) for name, chunks in captured.items()}
+    for name, feature in features.items():
+        if feature.shape[0] != inputs.shape[0]:
+            raise ValueError(f"module {name!r} ran {feature.shape[0] // inputs.shape[0]} times per "
+                             "forward pass (a reused module); measure its parent instead")
+    return features
 
 
 def measured_features(model: nn.Module, inputs: torch.Tensor, bn_mode: str = "eval",
@@ -67,19 +69,13 @@ def measured_features(model: nn.Module, inputs: torch.Tensor, bn_mode: str = "ev
     return collect_features(model, inputs, modules or model.measured_modules(), eval_batch_size)
 
 
-def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
-                       measure: str = "within_variance", pca_dim: int | None = None) -> list[dict]:
-    """One record per point: index, name, dim, D, the measure's value, ratio D_l / D_(l-1) and the
-    traces of SS_w and SS_b. Features wider than pca_dim are first reduced to pca_dim by PCA."""
+def point_records(named_statistics, dims: list[int], measure: str = "within_variance") -> list[dict]:
+    """One record per point from (name, ClassStatistics) pairs: index, name, dim, D, the measure's
+    value, ratio value_l / value_(l-1) and the traces of SS_w and SS_b."""
     if measure not in MEASURES:
         raise ValueError(f"measure={measure}: allowed: {', '.join(MEASURES)}")
     records = []
-    for index, (name, feature) in enumerate(features.items()):
-        feature = feature.to(torch.float64)
-        dim = feature.shape[1]
-        if pca_dim is not None and dim > pca_dim:
-            feature = pca_reduce(feature, pca_dim)
-        stats = class_statistics(feature, labels)
+    for index, ((name, stats), dim) in enumerate(zip(named_statistics, dims)):
         fuzziness = fuzziness_from_statistics(stats)
         records.append({"index": index, "name": name, "dim": dim, "D": fuzziness,
                         "value": fuzziness if measure == "within_variance" else MEASURES[measure](stats),
@@ -87,6 +83,19 @@ def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
     for record, ratio in zip(records, layer_ratios([r["value"] for r in records])):
         record["ratio"] = ratio
     return records
+
+
+def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
+                       measure: str = "within_variance", pca_dim: int | None = None) -> list[dict]:
+    """Records (see point_records) of in-memory features {name: [N, d]}. Features wider than pca_dim
+    are first reduced to pca_dim dimensions by PCA (`dim` stays the original width)."""
+    def statistics(feature):
+        if pca_dim is not None and feature.shape[1] > pca_dim:
+            feature = pca_reduce(feature, pca_dim)
+        return class_statistics(feature, labels)
+
+    named = ((name, statistics(feature)) for name, feature in features.items())
+    return point_records(named, [feature.shape[1] for feature in features.values()], measure)
 
 
 def profile_values(records: list[dict]) -> tuple[list[int], list[float]]:
@@ -109,3 +118,97 @@ def profile_fit(records: list[dict], segments: list[tuple[int, int]] | None = No
             part = fit_log_linear(indices[first:last + 1], values[first:last + 1]).as_dict()
             fit["segments"].append({"first_index": first, "last_index": last, **part})
     return fit
+
+
+# ------------------------------------------------------------------------------------ API for any model
+def resolve_modules(model: nn.Module, modules=None) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs to measure: the model's declared points when `modules` is None, every
+    submodule of a type when it is a class (or tuple of classes), else the named submodules in order."""
+    if modules is None:
+        if not hasattr(model, "measured_modules"):
+            raise ValueError("this model declares no measured points: pass modules=[names] or a type")
+        return model.measured_modules()
+    if isinstance(modules, type) or (isinstance(modules, tuple) and all(isinstance(m, type) for m in modules)):
+        found = [(name, module) for name, module in model.named_modules()
+                 if name and isinstance(module, modules)]
+        if not found:
+            raise ValueError(f"the model has no submodule of type {modules}")
+        return found
+    by_name = dict(model.named_modules())
+    missing = [name for name in modules if name not in by_name]
+    if missing:
+        raise ValueError(f"no submodule named {missing}; names look like {list(by_name)[1:6]}")
+    return [(name, by_name[name]) for name in modules]
+
+
+def _batches(data, labels, batch_size):
+    """(inputs, labels) batches from tensors (data, labels) or from an iterable of pairs (DataLoader)."""
+    if isinstance(data, torch.Tensor):
+        if labels is None:
+            raise ValueError("labels are required when data is a tensor")
+        for start in range(0, data.shape[0], batch_size):
+            yield data[start:start + batch_size], labels[start:start + batch_size]
+    else:
+        yield from ((batch[0], batch[1]) for batch in data)
+
+
+@torch.no_grad()
+def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = None, modules=None, *,
+                       num_classes: int | None = None, measure: str = "within_variance",
+                       batch_size: int = 500, device: torch.device | str | None = None) -> dict:
+    """Separation profile of any nn.Module, streaming class statistics batch by batch.
+
+    data: an input tensor [N, ...] with `labels` [N], or an iterable of (inputs, labels) batches
+    (a DataLoader). modules: None (the model's measured_points), a module type (e.g. nn.ReLU: every
+    submodule of that type) or a list of submodule names. The model runs in eval mode (restored after).
+    Memory per point is O(K d + d^2) whatever N: features are never stored, and the statistics are
+    the float64 sums of variance_analysis.StreamingClassStatistics.
+
+    Returns {"layers": [records as point_records], "fit": the line fit of ln(value) on the index}.
+
+        import torchvision
+        net = torchvision.models.resnet18(num_classes=10)        # random weights, no download
+        profile = measure_separation(net, images, labels, modules=["layer1", "layer2", "layer3", "layer4"])
+        profile["fit"]["pearson_r"], [r["D"] for r in profile["layers"]]
+    """
+    named = resolve_modules(model, modules)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    statistics: dict[str, StreamingClassStatistics] = {}
+    dims: dict[str, int] = {}
+    current_labels: list[torch.Tensor] = []
+
+    seen_in_batch: set[str] = set()
+
+    def hook_for(name):
+        def hook(_module, _inputs, output):
+            if name in seen_in_batch:
+                raise ValueError(f"module {name!r} runs more than once per forward pass (a reused "
+                                 "module): its outputs cannot be told apart; measure its parent")
+            seen_in_batch.add(name)
+            flat = output.detach().flatten(start_dim=1)
+            dims[name] = flat.shape[1]
+            statistics[name].update(flat, current_labels[-1])
+        return hook
+
+    batches = _batches(data, labels, batch_size)
+    first_inputs, first_labels = next(batches)
+    classes = num_classes or (int(labels.max()) + 1 if labels is not None else None)
+    if classes is None:
+        raise ValueError("pass num_classes when data is an iterable of batches")
+    statistics.update({name: StreamingClassStatistics(classes) for name, _ in named})
+    handles = [module.register_forward_hook(hook_for(name)) for name, module in named]
+    was_training = model.training
+    model.eval()
+    try:
+        for inputs, batch_labels in itertools.chain([(first_inputs, first_labels)], batches):
+            current_labels.append(batch_labels.to(device))
+            seen_in_batch.clear()
+            model(inputs.to(device))
+            current_labels.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    records = point_records(((name, statistics[name].finalize()) for name, _ in named),
+                            [dims[name] for name, _ in named], measure)
+    return {"layers": records, "fit": profile_fit(records)}

@@ -40,16 +40,17 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from atomic_io import atomic_torch_save, atomic_write_json  # noqa: E402
-from config_utils import CONF_DIR, ConfigError, identity_hash, register_resolvers, validate_config  # noqa: E402
-from data import DatasetUnavailableError, prepare_dataset  # noqa: E402
-from plotting import save_profile_figure  # noqa: E402
+from config_utils import (CONF_DIR, REPO_ROOT, ConfigError, identity_hash, register_resolvers,  # noqa: E402
+                          validate_config)
+from data import DatasetUnavailableError, balanced_subset, prepare_dataset  # noqa: E402
+from plotting import save_dynamics_figure, save_profile_figure  # noqa: E402
 from representation_analysis import measured_features, profile_fit, separation_profile  # noqa: E402
 from train_models import accuracy, build_model, resolve_device, run_training  # noqa: E402
 
 log = logging.getLogger("representation_dynamics")
 register_resolvers()
 
-RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt")
+RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt", "dynamics.png")
 
 
 def versions() -> dict:
@@ -100,19 +101,40 @@ def set_up_execution(cfg: DictConfig) -> torch.device:
     return device
 
 
-def measure(model, dataset, cfg: DictConfig) -> tuple[list[dict], dict | None]:
-    """Per-point profile on the training set and its fit (two fits for two-part models)."""
+def measure(model, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig,
+            split: str = "train") -> tuple[list[dict], dict | None]:
+    """Per-point profile of one split and its fit (two fits for two-part models)."""
     analysis = cfg.analysis
-    features = measured_features(model, dataset.train_x, analysis.bn_mode, int(analysis.bn_batch_size),
+    features = measured_features(model, inputs, analysis.bn_mode, int(analysis.bn_batch_size),
                                  int(analysis.eval_batch_size))
-    layers = separation_profile(features, dataset.train_y, str(cfg.measure), analysis.pca_dim)
+    layers = separation_profile(features, labels, str(cfg.measure), analysis.pca_dim)
     fit = profile_fit(layers, model.fit_segments)
     if fit is None:
-        log.warning("fewer than two points have a finite, positive %s: no fit", cfg.measure)
+        log.warning("%s split: fewer than two points have a finite, positive %s: no fit", split,
+                    cfg.measure)
     elif fit["dropped"]:
-        log.warning("the fit leaves out %d point(s) whose %s is not finite and positive",
-                    fit["dropped"], cfg.measure)
+        log.warning("%s split: the fit leaves out %d point(s) whose %s is not finite and positive",
+                    split, fit["dropped"], cfg.measure)
     return layers, fit
+
+
+class DynamicsRecorder:
+    """Measures the training set at epoch 0 and every `every` epochs (and the last one) during
+    training: the per-point values and the fit at each recorded epoch."""
+
+    def __init__(self, model, dataset, cfg: DictConfig, every: int, last_epoch: int):
+        self.model, self.dataset, self.cfg = model, dataset, cfg
+        self.every, self.last_epoch = every, last_epoch
+        self.record = {"epochs": [], "values": [], "fits": []}
+
+    def __call__(self, epoch: int) -> None:
+        if epoch % self.every and epoch != self.last_epoch:
+            return
+        layers, fit = measure(self.model, self.dataset.train_x, self.dataset.train_y, self.cfg,
+                              split=f"epoch {epoch}")
+        self.record["epochs"].append(epoch)
+        self.record["values"].append([layer["value"] for layer in layers])
+        self.record["fits"].append(fit)
 
 
 def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
@@ -151,22 +173,36 @@ def _train_measure_write(cfg: DictConfig, run_dir: Path, started: float) -> Path
     model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(device)
     log.info("training %s on %s (%d samples, input %s) on %s", cfg.model.name, dataset.name,
              dataset.train_x.shape[0], dataset.input_shape, device)
+    recorder = None
+    if int(cfg.analysis.every_n_epochs) > 0:
+        last_epoch = int(cfg.epochs) + (int(cfg.training.stage1_epochs) if cfg.training.name == "frozen" else 0)
+        recorder = DynamicsRecorder(model, dataset, cfg, int(cfg.analysis.every_n_epochs), last_epoch)
+        recorder(0)
     outcome = run_training(model, dataset.train_x, dataset.train_y, cfg, progress=bool(cfg.progress),
-                           description=run_dir.name[:40])
+                           description=run_dir.name[:40], on_epoch_end=recorder)
     timings["train"] = time.perf_counter() - started - timings["data"]
 
     results = {"config": OmegaConf.to_container(cfg, resolve=True), "run_name": run_dir.name,
                "identity_hash": identity_hash(cfg), "measure": str(cfg.measure),
-               "layers": [], "fit": None, "train_accuracy": None, "test_accuracy": None,
+               "layers": [], "fit": None, "test_layers": [], "test_fit": None,
+               "train_accuracy": None, "test_accuracy": None,
                "final_train_loss": outcome.final_train_loss,
-               "epochs_completed": outcome.epochs_completed, "diverged_epoch": outcome.diverged_epoch}
+               "epochs_completed": outcome.epochs_completed, "diverged_epoch": outcome.diverged_epoch,
+               "dynamics": recorder.record if recorder else None}
     if outcome.diverged:
         log.warning("training diverged at epoch %d (mean loss %s): no measurement, fit or checkpoint",
                     outcome.diverged_epoch, outcome.final_train_loss)
         results["status"] = "diverged"
     else:
         results["status"] = "completed"
-        results["layers"], results["fit"] = measure(model, dataset, cfg)
+        results["layers"], results["fit"] = measure(model, dataset.train_x, dataset.train_y, cfg)
+        profiles = [("train", results["layers"], results["fit"])]
+        if int(cfg.analysis.test_subset_size) > 0:
+            subset = balanced_subset(dataset.test_y, int(cfg.analysis.test_subset_size),
+                                     dataset.num_classes, seed).to(dataset.test_y.device)
+            results["test_layers"], results["test_fit"] = measure(
+                model, dataset.test_x[subset], dataset.test_y[subset], cfg, split="test")
+            profiles.append((f"test ({subset.numel()})", results["test_layers"], results["test_fit"]))
         eval_batch = int(cfg.analysis.eval_batch_size)
         results["train_accuracy"] = accuracy(model, dataset.train_x, dataset.train_y, eval_batch)
         results["test_accuracy"] = accuracy(model, dataset.test_x, dataset.test_y, eval_batch)
@@ -177,9 +213,11 @@ def _train_measure_write(cfg: DictConfig, run_dir: Path, started: float) -> Path
         atomic_torch_save({"model_state": model.state_dict(), "measured_points": model.measured_points,
                            "config": results["config"]}, run_dir / "checkpoint.pt")
         ylabel = "ln D" if cfg.measure == "within_variance" else f"ln {cfg.measure}"
-        save_profile_figure(results["layers"], results["fit"], run_dir.name,
+        save_profile_figure(profiles, run_dir.name,
                             [run_dir / "profile.png", Path(cfg.figures_dir) / f"{run_dir.name}.png"],
                             ylabel=ylabel)
+        if recorder:
+            save_dynamics_figure(recorder.record, run_dir.name, run_dir / "dynamics.png", ylabel=ylabel)
     results.update(wall_seconds=time.perf_counter() - started, timings=timings, device=str(device),
                    versions=versions())
     return atomic_write_json(run_dir / "results.json", results)
@@ -210,4 +248,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Hydra's joblib and submitit launchers pickle the task function for other processes: taken from
+    # the importable module it pickles by reference (from __main__ it would be copied by value, which
+    # fails on torch's module objects); PYTHONPATH lets those processes import it.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    from representation_dynamics_terminal import main as importable_main
+
+    importable_main()

@@ -149,14 +149,16 @@ def set_trainable(modules, trainable: bool) -> None:
 
 
 def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig, *,
-                 progress: bool = True, description: str = "train", on_stage_end=None) -> TrainResult:
+                 progress: bool = True, description: str = "train", on_stage_end=None,
+                 on_epoch_end=None) -> TrainResult:
     """The paper's two-stage training on model.stages (blocks then classifier):
 
     stage 1 trains only the first training.split modules for training.stage1_epochs epochs at a
     constant lr (the rest keep their initial parameters); stage 2 freezes those and trains the
     remaining modules for `epochs` epochs with the usual schedule. Each stage has a fresh optimizer
     over its trainable parameters only, so frozen parameters are bit-identical across the stage.
-    on_stage_end(stage_number) is called after each stage.
+    on_stage_end(stage_number) is called after each stage; on_epoch_end(epoch) after each epoch,
+    counting the epochs of both stages.
     """
     stages = list(model.stages)
     split = int(cfg.training.split)  # validated by config_utils.validate_config
@@ -168,9 +170,11 @@ def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tenso
         set_trainable(trainable, True)
         parameters = [p for module in trainable for p in module.parameters()]
         optimizer = build_optimizer(cfg.optimization, parameters, float(cfg.lr), float(cfg.weight_decay))
+        offset = combined.epochs_completed
         outcome = train(model, inputs, labels, optimizer, epochs=epochs, batch_size=int(cfg.batch_size),
                         base_lr=float(cfg.lr), schedule_cfg=schedule, seed=int(cfg.seed) + number - 1,
-                        progress=progress, description=f"{description} stage {number}")
+                        progress=progress, description=f"{description} stage {number}",
+                        on_epoch_end=on_epoch_end and (lambda epoch: on_epoch_end(offset + epoch)))
         if outcome.diverged:
             combined.diverged = True
             combined.diverged_epoch = combined.epochs_completed + outcome.diverged_epoch
@@ -186,15 +190,16 @@ def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tenso
 
 
 def run_training(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig, *,
-                 progress: bool = True, description: str = "train") -> TrainResult:
+                 progress: bool = True, description: str = "train", on_epoch_end=None) -> TrainResult:
     """Train as cfg.training.name says: standard (all parameters, `epochs` epochs) or frozen."""
     if cfg.training.name == "frozen":
-        return train_frozen(model, inputs, labels, cfg, progress=progress, description=description)
+        return train_frozen(model, inputs, labels, cfg, progress=progress, description=description,
+                            on_epoch_end=on_epoch_end)
     optimizer = build_optimizer(cfg.optimization, model.parameters(), float(cfg.lr),
                                 float(cfg.weight_decay))
     return train(model, inputs, labels, optimizer, epochs=int(cfg.epochs), batch_size=int(cfg.batch_size),
                  base_lr=float(cfg.lr), schedule_cfg=cfg.schedule, seed=int(cfg.seed),
-                 progress=progress, description=description)
+                 progress=progress, description=description, on_epoch_end=on_epoch_end)
 
 
 @torch.no_grad()

@@ -32,32 +32,36 @@ import torch
 class ClassStatistics:
     """Sufficient statistics of labelled features for every scatter-based measure.
 
-    counts:  [K]     n_k, float64
-    means:   [K, d]  m_k
-    global_mean: [d] m (the n_k-weighted mean of the class means)
-    within:  [d, d]  SS_w, or None when only the factor `within_factor` was kept
-    within_factor: [N, d] W = X - M[y] scaled by 1/sqrt(n), so SS_w = W^T W (or None)
+    counts:        [K]     n_k (float64), only classes that occur
+    means:         [K, d]  m_k
+    class_sq_dev:  [K]     sum_{i in k} ||x_i - m_k||^2
+    within:        [d, d]  SS_w (streaming statistics), or None when `within_factor` is kept instead
+    within_factor: [N, d]  W = (X - M[y]) / sqrt(n), so SS_w = W^T W (in-memory statistics)
     """
 
     counts: torch.Tensor
     means: torch.Tensor
-    global_mean: torch.Tensor
+    class_sq_dev: torch.Tensor
     within: torch.Tensor | None = None
     within_factor: torch.Tensor | None = None
 
     @property
-    def num_samples(self) -> float:
-        return float(self.counts.sum())
+    def num_classes(self) -> int:
+        return int(self.counts.numel())
 
-    @property
-    def between_factor(self) -> torch.Tensor:
-        """B of shape [K, d] with SS_b = B^T B."""
-        weights = (self.counts / self.counts.sum()).sqrt()  # [K], unit norm
-        factor = weights[:, None] * (self.means - self.global_mean)  # [K, d]
-        # Exactly, weights @ factor = sum_k n_k (m_k - m) / sqrt(n) = 0, so SS_b has rank <= K - 1.
-        # Rounding leaves a residue along `weights` of order eps * |m|, which a pseudo-inverse would
-        # blow up; projecting it out keeps the structural null space exact.
-        return factor - weights[:, None] * (weights @ factor)[None, :]
+    def between_factor(self, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """B of shape [K, d] with B^T B = sum_k w_k (m_k - c)(m_k - c)^T, c = sum_k w_k m_k.
+
+        The default weights w_k = n_k / n give SS_b; uniform weights 1/K give Papyan's Sigma_B.
+        """
+        weights = self.counts / self.counts.sum() if class_weights is None else class_weights
+        roots = weights.sqrt()  # [K], unit norm
+        center = weights @ self.means  # [d]
+        factor = roots[:, None] * (self.means - center)  # [K, d]
+        # Exactly, roots @ factor = sum_k w_k (m_k - c) = 0, so B has rank <= K - 1. Rounding leaves a
+        # residue along `roots` of order eps * |c|, which a pseudo-inverse would blow up; projecting it
+        # out keeps the structural null space exact.
+        return factor - roots[:, None] * (roots @ factor)[None, :]
 
     def project_within(self, directions: torch.Tensor) -> torch.Tensor:
         """directions^T SS_w directions for directions of shape [d, r] -> [r, r]."""
@@ -67,36 +71,76 @@ class ClassStatistics:
         return directions.T @ self.within @ directions
 
     def within_trace(self) -> float:
-        """trace(SS_w)."""
-        if self.within_factor is not None:
-            return float(self.within_factor.square().sum())
-        return float(self.within.diagonal().sum())
+        """trace(SS_w) = sum_k class_sq_dev_k / n."""
+        return float(self.class_sq_dev.sum() / self.counts.sum())
 
     def between_trace(self) -> float:
         """trace(SS_b) = ||B||_F^2."""
-        return float(self.between_factor.square().sum())
+        return float(self.between_factor().square().sum())
 
 
 def class_statistics(features: torch.Tensor, labels: torch.Tensor) -> ClassStatistics:
-    """Class counts, class means and the within-class factor of features [N, d] with labels [N].
+    """In-memory statistics of features [N, ...] (flattened to [N, d]) with labels [N].
 
-    Classes are the distinct label values present; empty classes do not exist for this function.
+    Classes are the distinct label values present. Keeps the [N, d] within factor, so nothing of size
+    d x d is formed: suited to wide features (conv maps).
     """
     features = features.reshape(features.shape[0], -1).to(torch.float64)  # [N, d]
     _, class_index, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    num_classes = counts.numel()
     counts = counts.to(torch.float64)  # [K]
-    sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=features.device)
+    sums = torch.zeros(counts.numel(), features.shape[1], dtype=torch.float64, device=features.device)
     sums.index_add_(0, class_index, features)  # [K, d]
     means = sums / counts[:, None]  # [K, d]
-    global_mean = features.mean(dim=0)  # [d]
-    within_factor = (features - means[class_index]) / math.sqrt(features.shape[0])  # [N, d]
-    return ClassStatistics(counts, means, global_mean, within_factor=within_factor)
+    deviations = features - means[class_index]  # [N, d]
+    class_sq_dev = torch.zeros_like(counts).index_add_(0, class_index, deviations.square().sum(dim=1))
+    return ClassStatistics(counts, means, class_sq_dev,
+                           within_factor=deviations / math.sqrt(features.shape[0]))
+
+
+class StreamingClassStatistics:
+    """Class statistics accumulated batch by batch in O(K d + d^2) memory, independent of N.
+
+    Sums are taken around a shift (the first batch's mean) so that the Gram-minus-means formula for SS_w
+    does not cancel catastrophically when features sit far from the origin.
+
+        stats = StreamingClassStatistics(num_classes=10)
+        for x, y in batches: stats.update(x, y)
+        D = fuzziness_from_statistics(stats.finalize())
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.shift = None  # [d]
+        self.counts = self.sums = self.sq_norms = self.gram = None
+
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        x = features.reshape(features.shape[0], -1).to(torch.float64)  # [B, d]
+        labels = labels.to(x.device, torch.long)
+        if self.shift is None:
+            dim, options = x.shape[1], {"dtype": torch.float64, "device": x.device}
+            self.shift = x.mean(dim=0)
+            self.counts = torch.zeros(self.num_classes, **options)
+            self.sums = torch.zeros(self.num_classes, dim, **options)  # [K, d]
+            self.sq_norms = torch.zeros(self.num_classes, **options)  # [K]
+            self.gram = torch.zeros(dim, dim, **options)  # [d, d]
+        x = x - self.shift
+        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+        self.sums.index_add_(0, labels, x)
+        self.sq_norms.index_add_(0, labels, x.square().sum(dim=1))
+        self.gram += x.T @ x
+
+    def finalize(self) -> ClassStatistics:
+        present = self.counts > 0
+        counts, sums = self.counts[present], self.sums[present]
+        means = sums / counts[:, None]  # [K, d], shifted coordinates
+        within = (self.gram - (means * counts[:, None]).T @ means) / counts.sum()  # [d, d]
+        class_sq_dev = self.sq_norms[present] - counts * means.square().sum(dim=1)
+        return ClassStatistics(counts, means + self.shift, class_sq_dev, within=within)
 
 
 def between_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """SS_b as an explicit [d, d] matrix (for inspection and tests; D never needs it)."""
-    factor = class_statistics(features, labels).between_factor
+    factor = class_statistics(features, labels).between_factor()
     return factor.T @ factor
 
 
@@ -107,26 +151,54 @@ def within_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.
 
 
 def _pinv_of_between_factor(factor: torch.Tensor) -> torch.Tensor | None:
-    """pinv(B) of shape [d, r] for B [K, d], cutting singular values below max(K, d) * eps * s_max
-    (numpy's matrix_rank rule). Returns None when SS_b is exactly zero (all class means equal)."""
+    """pinv(B) of shape [d, K] for B [K, d], cutting singular values below max(K, d) * eps * s_max
+    (numpy's matrix_rank rule). Returns None when B is exactly zero (all class means equal)."""
     left, singular, right_h = torch.linalg.svd(factor, full_matrices=False)  # [K,r], [r], [r,d]
     if singular.numel() == 0 or float(singular.max()) == 0.0:
         return None
     tolerance = max(factor.shape) * torch.finfo(factor.dtype).eps * singular.max()
     keep = singular > tolerance
-    # pinv(B) = V S^-1 U^T; the trailing U^T is orthonormal and drops out of the trace below, but
+    # pinv(B) = V S^-1 U^T; the trailing U^T is orthonormal and drops out of the traces below, but
     # is kept so the returned matrix is the real pseudo-inverse.
     return right_h[keep].T @ torch.diag(1.0 / singular[keep]) @ left[:, keep].T  # [d, K]
 
 
-def fuzziness_from_statistics(stats: ClassStatistics) -> float:
-    """D = trace(SS_w pinv(SS_b)) = trace(pinv(B)^T SS_w pinv(B)). Infinite when SS_b = 0."""
-    pinv_factor = _pinv_of_between_factor(stats.between_factor)
+def _trace_within_pinv_between(stats: ClassStatistics, factor: torch.Tensor) -> float:
+    """trace(SS_w pinv(B^T B)) = trace(pinv(B)^T SS_w pinv(B)); infinite (with a warning) if B = 0."""
+    pinv_factor = _pinv_of_between_factor(factor)
     if pinv_factor is None:
-        warnings.warn("SS_b is zero (all class means coincide): separation fuzziness D is infinite",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn("SS_b is zero (all class means coincide): the separation measure is infinite",
+                      RuntimeWarning, stacklevel=3)
         return math.inf
     return float(stats.project_within(pinv_factor).diagonal().sum())
+
+
+def fuzziness_from_statistics(stats: ClassStatistics) -> float:
+    """Separation fuzziness D = trace(SS_w pinv(SS_b)) (He & Su 2023), n_k-weighted SS_b."""
+    return _trace_within_pinv_between(stats, stats.between_factor())
+
+
+def nc1_from_statistics(stats: ClassStatistics) -> float:
+    """NC1 = (1/K) trace(Sigma_W pinv(Sigma_B)) (Papyan, Han & Donoho, PNAS 2020), with
+    Sigma_W = SS_w and Sigma_B = (1/K) sum_k (m_k - m_G)(m_k - m_G)^T over class means with equal
+    weights, m_G their average. On balanced classes Sigma_B = SS_b, so NC1 = D / K."""
+    uniform = torch.full_like(stats.counts, 1.0 / stats.num_classes)
+    return _trace_within_pinv_between(stats, stats.between_factor(uniform)) / stats.num_classes
+
+
+def cdnv_from_statistics(stats: ClassStatistics) -> float:
+    """Class-distance normalized variance (Galanti, Gyorgy & Hutter, ICLR 2022), averaged over the
+    ordered pairs i != j of classes:  V(i, j) = (Var_i + Var_j) / (2 ||m_i - m_j||^2), where
+    Var_k = (1/n_k) sum_{i in k} ||x_i - m_k||^2. Infinite if two class means coincide."""
+    variances = stats.class_sq_dev / stats.counts  # [K]
+    distances = torch.cdist(stats.means, stats.means).square()  # [K, K]
+    pairs = ~torch.eye(stats.num_classes, dtype=torch.bool, device=distances.device)
+    if stats.num_classes < 2:
+        return math.nan
+    if bool((distances[pairs] == 0).any()):
+        return math.inf
+    ratios = (variances[:, None] + variances[None, :]) / (2 * distances)  # [K, K]
+    return float(ratios[pairs].mean())
 
 
 def separation_fuzziness(features: torch.Tensor, labels: torch.Tensor) -> float:
@@ -139,7 +211,7 @@ def between_variance_from_statistics(stats: ClassStatistics) -> float:
 
     ||SS_b||_F = ||B^T B||_F = ||B B^T||_F, computed on the K x K Gram matrix. NaN when SS_b = 0.
     """
-    factor = stats.between_factor
+    factor = stats.between_factor()
     gram = factor @ factor.T  # [K, K]
     norm = float(torch.linalg.matrix_norm(gram))
     if norm == 0.0:
@@ -150,6 +222,13 @@ def between_variance_from_statistics(stats: ClassStatistics) -> float:
 def between_variance(features: torch.Tensor, labels: torch.Tensor) -> float:
     """trace(SS_b / ||SS_b||_F) of features [N, ...] with labels [N]."""
     return between_variance_from_statistics(class_statistics(features, labels))
+
+
+# measure= choices, as functions of ClassStatistics
+MEASURES = {"within_variance": fuzziness_from_statistics,
+            "between_variance": between_variance_from_statistics,
+            "nc1": nc1_from_statistics,
+            "cdnv": cdnv_from_statistics}
 
 
 def pca_reduce(features: torch.Tensor, dim: int) -> torch.Tensor:

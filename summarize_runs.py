@@ -1,0 +1,368 @@
+"""Summarize finished runs: a table (CSV and Markdown) and the composite figures of the paper.
+
+    python summarize_runs.py logs/ --out summaries/             # every results.json under logs/
+    python summarize_runs.py logs/cfm-GFNN-L2-* --out summaries/ # chosen run directories
+    python summarize_runs.py logs/ --out summaries/ --best-lr   # per configuration, its best lr only
+
+Arguments are run directories, results.json files or folders searched recursively for results.json.
+Written into --out, atomically (a suffix _best_lr with --best-lr):
+    runs.csv, runs.md    one row per run: data, model, variant, depth, width, optimizer, lr, epochs, seed,
+                         pearson_r, rho, D at the first and last point, train and test accuracy, final
+                         train loss, status, wall time (and run name and path in the CSV)
+    fig1_grid.png        Figure 1: rows sgd/momentum/adam, columns depth 2/6/18 (GFNN on cfm, width 100;
+                         --fig1-data/--fig1-model/--fig1-width choose others), each panel ln D_l against
+                         l with the fitted line, one curve per run that fits the panel
+    depth_<data>.png     per data set, a panel per family (model, variant, width, optimizer, epochs,
+                         seed) run at two or more depths, overlaying one profile per depth (at each
+                         depth the run of lowest final train loss)
+--best-lr keeps per configuration (the whole config except lr) the run with the lowest final train
+loss, ties broken by the higher test accuracy. Diverged runs are listed with status "diverged" and no
+metrics, and never drawn; with --best-lr one is listed only where every lr of its configuration diverged.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from atomic_io import atomic_savefig, atomic_write
+from config_utils import EXECUTION_KEYS, LOOKUP_KEY
+from plotting import draw_profile  # also selects matplotlib's headless backend
+
+import matplotlib.pyplot as plt  # noqa: E402  (after plotting chose the backend)
+
+# Keys of a run's config that are not part of its configuration in the --best-lr sense: where it ran,
+# its lr, and `lookup` (tables presets interpolate from, e.g. fig1's lr; the run's lr is in `lr`).
+NOT_CONFIGURATION = (*EXECUTION_KEYS, "lr", LOOKUP_KEY)
+FIG1_OPTIMIZERS = ("sgd", "momentum", "adam")
+FIG1_DEPTHS = (2, 6, 18)
+CSV_COLUMNS = ("run", "data", "model", "variant", "depth", "width", "optimizer", "lr", "epochs", "seed",
+               "pearson_r", "rho", "D_first", "D_last", "train_accuracy", "test_accuracy",
+               "final_train_loss", "status", "wall_seconds", "path")
+MARKDOWN_COLUMNS = (("data", "s"), ("model", "s"), ("variant", "s"), ("depth", "d"), ("width", "d"),
+                    ("optimizer", "s"), ("lr", "g"), ("epochs", "d"), ("seed", "d"),
+                    ("pearson_r", ".4f"), ("rho", ".4f"), ("D_first", ".4g"), ("D_last", ".4g"),
+                    ("train_accuracy", ".4f"), ("test_accuracy", ".4f"),
+                    ("final_train_loss", ".4g"), ("status", "s"), ("wall_seconds", ".1f"))
+
+
+def number(value) -> float | None:
+    """A JSON number, or the strings atomic_io writes for inf/nan, as a float; None stays None."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Run:
+    path: Path                   # its results.json
+    results: dict
+
+    @property
+    def config(self) -> dict:
+        return self.results.get("config") or {}
+
+    def _select(self, dotted: str):
+        node = self.config
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    @property
+    def name(self) -> str:
+        return self.results.get("run_name") or self.path.parent.name
+
+    @property
+    def status(self) -> str:
+        return self.results.get("status") or "unknown"
+
+    @property
+    def layers(self) -> list[dict]:
+        return self.results.get("layers") or []
+
+    @property
+    def fit(self) -> dict | None:
+        return self.results.get("fit")
+
+    @property
+    def drawable(self) -> bool:
+        return self.status == "completed" and bool(self.layers)
+
+    @property
+    def depth(self):
+        """block_num for the residual networks, else layer_num."""
+        return self.config.get("block_num", self.config.get("layer_num"))
+
+    @property
+    def variant(self) -> str:
+        """What sets a run apart beyond data/model/shape/optimizer: two-stage training, residual
+        block kind and feature points, a non-default measure or BatchNorm measuring mode."""
+        parts = []
+        if self._select("training.name") not in (None, "standard"):
+            parts.append(self._select("training.name"))
+        parts += [str(self.config[key]) for key in ("block_option", "feature_option") if key in self.config]
+        if self.config.get("measure", "within_variance") != "within_variance":
+            parts.append(self.config["measure"])
+        if self._select("analysis.bn_mode") not in (None, "eval"):
+            parts.append(f"bn={self._select('analysis.bn_mode')}")
+        return "/".join(parts)
+
+    @property
+    def configuration(self) -> str:
+        """The config without execution keys and lr, as a comparable string."""
+        kept = {key: value for key, value in self.config.items() if key not in NOT_CONFIGURATION}
+        return json.dumps(kept, sort_keys=True, default=str)
+
+    def ranking(self) -> tuple:
+        """Lower is better: final train loss (non-finite or missing last), then the higher test
+        accuracy, then the smaller lr (so the choice never depends on the order runs are found)."""
+        loss = number(self.results.get("final_train_loss"))
+        loss = loss if loss is not None and math.isfinite(loss) else math.inf
+        accuracy = number(self.results.get("test_accuracy"))
+        return (loss, -(accuracy if accuracy is not None else -1.0), number(self.config.get("lr")) or 0.0)
+
+    def row(self) -> dict:
+        fit = self.fit or {}
+        completed = self.status == "completed"
+        layers = self.layers if completed else []
+        return {
+            "run": self.name, "data": self._select("data.name"), "model": self._select("model.name"),
+            "variant": self.variant, "depth": self.depth, "width": self.config.get("hidden_size"),
+            "optimizer": self._select("optimization.name"), "lr": number(self.config.get("lr")),
+            "epochs": self.config.get("epochs"), "seed": self.config.get("seed"),
+            "pearson_r": number(fit.get("pearson_r")) if completed else None,
+            "rho": number(fit.get("rho")) if completed else None,
+            "D_first": number(layers[0].get("D")) if layers else None,
+            "D_last": number(layers[-1].get("D")) if layers else None,
+            "train_accuracy": number(self.results.get("train_accuracy")) if completed else None,
+            "test_accuracy": number(self.results.get("test_accuracy")) if completed else None,
+            "final_train_loss": number(self.results.get("final_train_loss")),
+            "status": self.status, "wall_seconds": number(self.results.get("wall_seconds")),
+            "path": str(self.path),
+        }
+
+
+# ------------------------------------------------------------------------------------------ loading
+def find_results(paths: list[Path]) -> list[Path]:
+    """results.json files named directly, in run directories, or anywhere under folders."""
+    found = []
+    for path in paths:
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(path.rglob("results.json"))
+        else:
+            print(f"warning: {path} does not exist", file=sys.stderr)
+    unique = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def load_runs(paths: list[Path]) -> list[Run]:
+    runs = []
+    for path in find_results(paths):
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            print(f"warning: skipping {path}: {error}", file=sys.stderr)
+            continue
+        if isinstance(results, dict):
+            runs.append(Run(path, results))
+    return runs
+
+
+def sort_key(run: Run) -> tuple:
+    """Table order: data, model, variant, optimizer, then width, epochs, seed, depth, lr."""
+    row = run.row()
+    return (tuple(str(row[key] or "") for key in ("data", "model", "variant", "optimizer"))
+            + tuple(-1 if row[key] is None else row[key]
+                    for key in ("width", "epochs", "seed", "depth", "lr")))
+
+
+def best_lr_runs(runs: list[Run]) -> list[Run]:
+    """Per configuration, the run of the lowest final train loss (ties: higher test accuracy), among
+    the completed runs if any completed, else among the diverged ones."""
+    by_configuration = defaultdict(list)
+    for run in runs:
+        by_configuration[run.configuration].append(run)
+    chosen = []
+    for candidates in by_configuration.values():
+        completed = [run for run in candidates if run.status == "completed"]
+        chosen.append(min(completed or candidates, key=Run.ranking))
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------- tables
+def csv_text(runs: list[Run]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for run in runs:
+        writer.writerow({key: "" if value is None else value for key, value in run.row().items()})
+    return buffer.getvalue()
+
+
+def markdown_text(runs: list[Run]) -> str:
+    def cell(value, spec):
+        if value is None or value == "":
+            return ""
+        return format(value, spec) if spec != "s" else str(value)
+
+    header = [name for name, _ in MARKDOWN_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for run in runs:
+        row = run.row()
+        lines.append("| " + " | ".join(cell(row[name], spec) for name, spec in MARKDOWN_COLUMNS) + " |")
+    completed = sum(run.status == "completed" for run in runs)
+    diverged = sum(run.status == "diverged" for run in runs)
+    lines.append("")
+    lines.append(f"{len(runs)} runs: {completed} completed, {diverged} diverged.")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ figures
+def curve_label(run: Run, panel_runs: list[Run]) -> str:
+    """lr, plus whatever else differs between the runs of one panel."""
+    parts = [f"lr={run.row()['lr']:g}"]
+    for key, short in (("width", "w"), ("epochs", "e"), ("seed", "s"), ("variant", "")):
+        value = run.row()[key]
+        if value not in (None, "") and len({str(other.row()[key]) for other in panel_runs}) > 1:
+            parts.append(f"{short}={value}" if short else str(value))
+    return ", ".join(parts)
+
+
+def save_fig1_grid(runs: list[Run], path: Path, data: str, model: str, width: int) -> Path | None:
+    """Rows optimizers, columns depths; None (nothing written) when no run fits any panel."""
+    def fits(run, optimizer, depth):
+        row = run.row()
+        return (run.drawable and row["data"] == data and row["model"] == model and row["width"] == width
+                and row["optimizer"] == optimizer and row["depth"] == depth
+                and run.config.get("measure", "within_variance") == "within_variance")
+
+    panels = {(o, d): [r for r in runs if fits(r, o, d)] for o in FIG1_OPTIMIZERS for d in FIG1_DEPTHS}
+    if not any(panels.values()):
+        return None
+    figure, grid = plt.subplots(len(FIG1_OPTIMIZERS), len(FIG1_DEPTHS), figsize=(12, 10), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for (row, optimizer) in enumerate(FIG1_OPTIMIZERS):
+        for (column, depth) in enumerate(FIG1_DEPTHS):
+            axes, panel_runs = grid[row][column], panels[(optimizer, depth)]
+            title = f"{optimizer}, depth {depth}"
+            if not panel_runs:
+                axes.text(0.5, 0.5, "no run", ha="center", va="center", transform=axes.transAxes)
+                axes.set_xticks([])
+                axes.set_yticks([])
+            for index, run in enumerate(sorted(panel_runs, key=sort_key)):
+                draw_profile(axes, run.layers, run.fit, label=curve_label(run, panel_runs),
+                             color=colors(index % 10))
+            if len(panel_runs) == 1 and panel_runs[0].fit:
+                fit = panel_runs[0].fit
+                title += f"\nlr {panel_runs[0].row()['lr']:g}: r = {fit['pearson_r']:.4f}, rho = {fit['rho']:.3f}"
+            elif panel_runs:
+                axes.legend(fontsize=7)
+            axes.set_title(title, fontsize=9)
+            axes.set_xlabel("layer l")
+            axes.set_ylabel("ln D")
+            axes.grid(alpha=0.3)
+    figure.suptitle(f"{model} on {data}, width {width}: ln D_l against l", fontsize=11)
+    figure.tight_layout()
+    atomic_savefig(figure, path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def save_depth_figures(runs: list[Run], out: Path, suffix: str) -> list[Path]:
+    """depth_<data>.png: per family run at >= 2 depths, one panel overlaying a profile per depth."""
+    families = defaultdict(list)
+    for run in runs:
+        if run.drawable:
+            row = run.row()
+            families[tuple(str(row[k]) for k in ("data", "model", "variant", "width", "optimizer",
+                                                 "epochs", "seed"))].append(run)
+    by_data = defaultdict(list)
+    for family, members in sorted(families.items()):
+        best_per_depth = {}
+        for run in members:
+            if run.depth not in best_per_depth or run.ranking() < best_per_depth[run.depth].ranking():
+                best_per_depth[run.depth] = run
+        if len(best_per_depth) >= 2:
+            by_data[family[0]].append((family, [best_per_depth[d] for d in sorted(best_per_depth)]))
+    written = []
+    for data, panels in sorted(by_data.items()):
+        columns = min(3, len(panels))
+        rows = math.ceil(len(panels) / columns)
+        figure, grid = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.2 * rows), squeeze=False)
+        colormap = plt.get_cmap("viridis")
+        for index, ((_, model, variant, width, optimizer, epochs, seed), members) in enumerate(panels):
+            axes = grid[index // columns][index % columns]
+            for position, run in enumerate(members):
+                draw_profile(axes, run.layers, run.fit, color=colormap(position / max(len(members) - 1, 1)),
+                             label=f"depth {run.depth} (lr {run.row()['lr']:g})")
+            details = ", ".join(part for part in (variant, f"w {width}", optimizer, f"{epochs} epochs",
+                                                  f"seed {seed}") if part)
+            axes.set_title(f"{model} on {data}: {details}", fontsize=9)
+            axes.set_xlabel("layer l")
+            axes.set_ylabel("ln D")
+            axes.grid(alpha=0.3)
+            axes.legend(fontsize=7)
+        for index in range(len(panels), rows * columns):
+            grid[index // columns][index % columns].axis("off")
+        figure.tight_layout()
+        path = out / f"depth_{data}{suffix}.png"
+        atomic_savefig(figure, path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------- main
+def summarize(paths: list[Path], out: Path, best_lr: bool = False, fig1_data: str = "cfm",
+              fig1_model: str = "GFNN", fig1_width: int = 100) -> tuple[list[Run], list[Path]]:
+    """Load the runs under `paths`, write the tables and figures into `out`; returns the runs tabled
+    and the files written."""
+    runs = load_runs(paths)
+    if best_lr:
+        runs = best_lr_runs(runs)
+    runs.sort(key=sort_key)
+    suffix = "_best_lr" if best_lr else ""
+    out.mkdir(parents=True, exist_ok=True)
+    table_csv, table_md = csv_text(runs), markdown_text(runs)
+    written = [atomic_write(out / f"runs{suffix}.csv", lambda tmp: tmp.write_text(table_csv)),
+               atomic_write(out / f"runs{suffix}.md", lambda tmp: tmp.write_text(table_md))]
+    grid = save_fig1_grid(runs, out / f"fig1_grid{suffix}.png", fig1_data, fig1_model, fig1_width)
+    written += [grid] if grid else []
+    written += save_depth_figures(runs, out, suffix)
+    return runs, written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories, results.json files or folders")
+    parser.add_argument("--out", type=Path, default=Path("summaries"), help="output folder (summaries/)")
+    parser.add_argument("--best-lr", action="store_true",
+                        help="per configuration keep the run with the lowest final train loss")
+    parser.add_argument("--fig1-data", default="cfm")
+    parser.add_argument("--fig1-model", default="GFNN")
+    parser.add_argument("--fig1-width", type=int, default=100)
+    args = parser.parse_args(argv)
+    runs, written = summarize(args.paths, args.out, args.best_lr, args.fig1_data, args.fig1_model,
+                              args.fig1_width)
+    diverged = sum(run.status == "diverged" for run in runs)
+    print(f"{len(runs)} runs in the table ({diverged} diverged); wrote:")
+    for path in written:
+        print(f"  {path}")
+
+
+if __name__ == "__main__":
+    main()

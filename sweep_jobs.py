@@ -1,0 +1,187 @@
+"""Expand experiment presets (conf/experiment/*.yaml) into the single runs of their sweeps.
+
+    python sweep_jobs.py fig1                    # one command line per run of the fig1 preset (9)
+    python sweep_jobs.py residual epochs=1       # a group; KEY=VALUE overrides go into every run
+    python sweep_jobs.py all --list              # per group a '# group GROUP: N jobs' line, its commands
+    python sweep_jobs.py --groups                # the group names
+
+A preset declares its sweep under hydra.sweeper.params, as Hydra's basic sweeper reads it; the same
+runs come out of `python representation_dynamics_terminal.py -m +experiment=fig1`. This script composes
+the preset with Hydra's compose API, parses those params and the extra overrides with Hydra's override
+parser and takes their product in the basic sweeper's order (a key given again replaces the earlier
+value in place). Every job is therefore one job of that multirun, with the same overrides, so it has
+the same config and lands in the same run directory. run_experiments.sh runs the jobs this prints.
+
+A group of the paper is one preset, except where its runs are not one product of choices: residual is
+residual_gresnet + residual_mix. `depth` stands for depth_cm, depth_cfm and depth_cc, `all` for every
+group. A preset's own name works too.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from config_utils import CONF_DIR, register_resolvers
+
+ENTRY = "representation_dynamics_terminal.py"
+EXPERIMENT_DIR = CONF_DIR / "experiment"
+
+# The paper's experiment groups (design.md section 2), in its order -> the presets that make them up.
+GROUPS = {
+    "fig1": ["fig1"],
+    "lr": ["lr"],
+    "imbalanced": ["imbalanced"],
+    "depth_cm": ["depth_cm"],
+    "depth_cfm": ["depth_cfm"],
+    "depth_cc": ["depth_cc"],
+    "width": ["width"],
+    "shape": ["shape"],
+    "cnn": ["cnn"],
+    "residual": ["residual_gresnet", "residual_mix"],
+    "frozen": ["frozen"],
+    "original": ["original"],
+    "linearized": ["linearized"],
+    "nobn": ["nobn"],
+}
+ALIASES = {"all": list(GROUPS), "depth": ["depth_cm", "depth_cfm", "depth_cc"]}
+
+
+@dataclass(frozen=True)
+class Job:
+    group: str
+    preset: str
+    overrides: tuple[str, ...]     # +experiment=PRESET first, then the sweep's choices and the extras
+    name: str                      # preset and swept values, e.g. fig1-optimization=sgd-layer_num=2
+
+    def command(self, python: str = "python") -> str:
+        return shlex.join([python, ENTRY, *self.overrides])
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml"))
+
+
+def expand_groups(names: list[str]) -> list[tuple[str, list[str]]]:
+    """[(group, its presets)] for group names, aliases (all, depth) and preset names, in order."""
+    known = preset_names()
+    expanded = []
+    for name in names:
+        if name in ALIASES:
+            expanded += expand_groups(ALIASES[name])
+        elif name in GROUPS:
+            expanded.append((name, GROUPS[name]))
+        elif name in known:
+            expanded.append((name, [name]))
+        else:
+            raise SystemExit(f"error: unknown group or preset {name!r}; groups: "
+                             f"{', '.join([*GROUPS, *ALIASES])}; presets: {', '.join(known)}")
+    return expanded
+
+
+def product_of(arguments: list[str], config_loader=None) -> list[list[str]]:
+    """Hydra's basic sweeper on override strings: one override list per job.
+
+    Keys keep the position of their first appearance and the value of their last one; a sweep
+    (a,b,c / range(...) / choice(...) / glob(...), with sort or shuffle) contributes its values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create(config_loader).parse_overrides(arguments):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise SystemExit(f"error: {override.input_line}: only discrete sweeps can be expanded")
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text)
+
+
+def preset_jobs(group: str, preset: str, extras: list[str], hydra_config, config_loader) -> list[Job]:
+    """The jobs of one preset, each with `extras` (overrides; sweeps multiply) added."""
+    experiment = f"+experiment={preset}"
+    params = hydra_config.sweeper.params or {}
+    arguments = [f"{key}={value}" for key, value in params.items()] + [experiment, *extras]
+    override_lists = product_of(arguments, config_loader)
+    varying = [index for index in range(len(override_lists[0]))
+               if len({job[index] for job in override_lists}) > 1]
+    jobs = []
+    for overrides in override_lists:
+        ordered = [experiment] + [o for o in overrides if o != experiment]
+        name = "-".join([preset] + [_safe(overrides[index].lstrip("+~")) for index in varying])
+        jobs.append(Job(group, preset, tuple(ordered), name))
+    return jobs
+
+
+def sweep_jobs(names: list[str], extras: list[str] = ()) -> tuple[list[tuple[str, list[Job]]], Path]:
+    """[(group, its jobs)] for group/preset names, and the folder for job logs (<log_root>/jobs)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    register_resolvers()
+    groups = expand_groups(list(names))
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        parsed = OverridesParser.create(loader).parse_overrides(list(extras))
+        fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
+        result = []
+        for group, presets in groups:
+            jobs = []
+            for preset in presets:
+                cfg = compose("config", overrides=[f"+experiment={preset}", *fixed],
+                              return_hydra_config=True)
+                jobs += preset_jobs(group, preset, list(extras), cfg.hydra, loader)
+            result.append((group, jobs))
+        log_dir = Path(str(compose("config", overrides=fixed).log_root)) / "jobs"
+    return result, log_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Print one command line per run of experiment presets (conf/experiment/).",
+        epilog="Arguments with '=' are overrides added to every run (sweeps like seed=1,2 multiply).")
+    parser.add_argument("names", nargs="*", metavar="GROUP|PRESET|KEY=VALUE")
+    parser.add_argument("--list", action="store_true",
+                        help="precede each group by '# group GROUP: N jobs' and end with the total")
+    parser.add_argument("--log", action="store_true",
+                        help="append each job's output to <log_root>/jobs/<job name>.log")
+    parser.add_argument("--python", default="python", help="interpreter in the command lines")
+    parser.add_argument("--groups", action="store_true", help="print the group names and exit")
+    args = parser.parse_intermixed_args(argv)
+    if args.groups:
+        print(" ".join([*GROUPS, *ALIASES]))
+        return
+    names = [name for name in args.names if "=" not in name]
+    extras = [name for name in args.names if "=" in name]
+    if not names:
+        parser.error("name at least one group or preset (see --groups)")
+    groups, log_dir = sweep_jobs(names, extras)
+    total = 0
+    if args.list and args.log:
+        print(f"# job logs: {log_dir}")
+    for group, jobs in groups:
+        total += len(jobs)
+        if args.list:
+            presets = sorted({job.preset for job in jobs}, key=[j.preset for j in jobs].index)
+            parts = f" (presets {', '.join(presets)})" if presets != [group] else ""
+            print(f"# group {group}: {len(jobs)} jobs{parts}")
+        for job in jobs:
+            line = job.command(args.python)
+            if args.log:
+                line += f" >> {shlex.quote(str(log_dir / (job.name + '.log')))} 2>&1"
+            print(line)
+    if args.list:
+        print(f"# total: {total} jobs")
+
+
+if __name__ == "__main__":
+    main()

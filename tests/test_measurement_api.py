@@ -1,0 +1,93 @@
+"""Streaming class statistics, NC1 and CDNV, and measure_separation on arbitrary models."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from representation_analysis import measure_separation
+from tests.test_variance_analysis import random_problem
+from variance_analysis import (StreamingClassStatistics, class_statistics, cdnv_from_statistics,
+                               fuzziness_from_statistics, nc1_from_statistics)
+
+
+@pytest.mark.parametrize("batch_sizes", [[240], [1, 239], [50, 50, 50, 90], [7] * 34 + [2]])
+def test_streaming_statistics_match_in_memory_to_1e10(batch_sizes):
+    features, labels = random_problem(11, n_per_class=(30, 50, 20, 40, 100))
+    x = torch.from_numpy(features) + 50.0  # far from the origin: the shift must prevent cancellation
+    y = torch.from_numpy(labels)
+    order = torch.randperm(240, generator=torch.Generator().manual_seed(0))
+    x, y = x[order], y[order]
+    streaming = StreamingClassStatistics(num_classes=5)
+    start = 0
+    for size in batch_sizes:
+        streaming.update(x[start:start + size], y[start:start + size])
+        start += size
+    stats = streaming.finalize()
+    reference = class_statistics(x, y)
+    for measure in (fuzziness_from_statistics, nc1_from_statistics, cdnv_from_statistics):
+        assert measure(stats) == pytest.approx(measure(reference), rel=1e-10)
+    assert stats.within_trace() == pytest.approx(reference.within_trace(), rel=1e-10)
+
+
+def test_nc1_is_fuzziness_over_k_on_balanced_data():
+    features, labels = random_problem(12, n_per_class=(40,) * 6)
+    stats = class_statistics(torch.from_numpy(features), torch.from_numpy(labels))
+    assert nc1_from_statistics(stats) == pytest.approx(fuzziness_from_statistics(stats) / 6, rel=1e-10)
+
+
+def test_cdnv_matches_direct_formula():
+    features, labels = random_problem(13)
+    expected, pairs = 0.0, 0
+    for i in range(5):
+        for j in range(5):
+            if i == j:
+                continue
+            xi, xj = features[labels == i], features[labels == j]
+            var_i = np.mean(np.sum((xi - xi.mean(0)) ** 2, axis=1))
+            var_j = np.mean(np.sum((xj - xj.mean(0)) ** 2, axis=1))
+            expected += (var_i + var_j) / (2 * np.sum((xi.mean(0) - xj.mean(0)) ** 2))
+            pairs += 1
+    stats = class_statistics(torch.from_numpy(features), torch.from_numpy(labels))
+    assert cdnv_from_statistics(stats) == pytest.approx(expected / pairs, rel=1e-10)
+
+
+def test_api_measures_named_modules_of_a_torchvision_resnet18():
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    images, labels = torch.randn(120, 3, 32, 32), torch.arange(120) % 10
+    profile = measure_separation(net, images, labels, modules=["layer1", "layer2", "layer3", "layer4"],
+                                 batch_size=40)
+    assert [p["name"] for p in profile["layers"]] == ["layer1", "layer2", "layer3", "layer4"]
+    assert [p["dim"] for p in profile["layers"]] == [64 * 8 * 8, 128 * 4 * 4, 256 * 2 * 2, 512]
+    # the same numbers as features computed directly and measured in memory
+    captured = {}
+    hooks = [getattr(net, name).register_forward_hook(
+        lambda _m, _i, out, name=name: captured.update({name: out.flatten(1)}))  # returns None
+        for name in ("layer4",)]
+    net.eval()
+    with torch.no_grad():
+        net(images)
+    for hook in hooks:
+        hook.remove()
+    direct = fuzziness_from_statistics(class_statistics(captured["layer4"], labels))
+    assert profile["layers"][3]["D"] == pytest.approx(direct, rel=1e-8)
+    with pytest.raises(ValueError, match="runs more than once"):
+        measure_separation(net, images, labels, modules=nn.ReLU, batch_size=60)
+
+
+def test_api_on_a_sequential_by_type_and_with_a_dataloader():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(90, 6), torch.arange(90) % 3
+    by_type = measure_separation(net, x, y, modules=nn.ReLU)
+    assert [p["name"] for p in by_type["layers"]] == ["1", "3"]
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    streamed = measure_separation(net, loader, modules=["1", "3"], num_classes=3)
+    assert [p["D"] for p in streamed["layers"]] == pytest.approx([p["D"] for p in by_type["layers"]],
+                                                                 rel=1e-10)
+    assert math.isfinite(streamed["fit"]["slope"])
+    nc1 = measure_separation(net, x, y, modules=nn.ReLU, measure="nc1")
+    assert [p["value"] for p in nc1["layers"]] == pytest.approx([p["D"] / 3 for p in nc1["layers"]])
