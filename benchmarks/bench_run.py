@@ -1,4 +1,5 @@
-"""Wall time of the main job (make run) and of building the cfm cache from the raw files, on this machine.
+"""Wall time of the main job (make run), of the same job recording training dynamics every 50 epochs,
+and of building the cfm cache from the raw files, on this machine.
 
     python benchmarks/bench_run.py [--repeats 3] [--skip-run]      (or: make bench)
 
@@ -70,6 +71,14 @@ def main() -> None:
                 run_dir = Path(scratch) / f"run{repeat}"
                 run_times.append(timed(lambda: run_experiment(cfg, run_dir)))
             print(summary("main job (train 600 epochs + measure + write)", run_times), flush=True)
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+                dynamics_cfg = compose("config", overrides=MAIN_JOB + [
+                    f"figures_dir={scratch}/figures", "analysis.every_n_epochs=50"])
+            dynamics_times = [timed(lambda: run_experiment(dynamics_cfg, Path(scratch) / f"dyn{repeat}"))
+                              for repeat in range(args.repeats)]
+            print(summary("main job with analysis.every_n_epochs=50", dynamics_times), flush=True)
+            overhead = statistics.median(dynamics_times) / statistics.median(run_times) - 1
+            print(f"dynamics overhead: {100 * overhead:+.1f}% (medians)", flush=True)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,32 @@ def test_api_on_a_sequential_by_type_and_with_a_dataloader():
     assert math.isfinite(streamed["fit"]["slope"])
     nc1 = measure_separation(net, x, y, modules=nn.ReLU, measure="nc1")
     assert [p["value"] for p in nc1["layers"]] == pytest.approx([p["D"] / 3 for p in nc1["layers"]])
+
+
+def test_reanalysis_reproduces_the_run_and_writes_beside_it(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_end_to_end import REPO_ROOT, results_of, run_cli
+
+    path, original = results_of(run_cli(tmp_path, "layer_num=3", "hidden_size=20", "epochs=3"))
+    before = {p.name: p.stat().st_mtime_ns for p in path.parent.iterdir() if p.is_file()}
+
+    def reanalyze(*overrides):
+        completed = subprocess.run([sys.executable, str(REPO_ROOT / "reanalyze.py"), str(path.parent),
+                                    *overrides], capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+        out = Path(completed.stdout.strip().splitlines()[-1].removeprefix("results: "))
+        return out, json.loads(out.read_text())
+
+    from pathlib import Path
+    same_path, same = reanalyze()
+    assert [p["D"] for p in same["layers"]] == [p["D"] for p in original["layers"]]  # exactly
+    assert same_path.parent.parent == path.parent / "reanalysis"
+    _, test_split = reanalyze("split=test")
+    assert [p["D"] for p in test_split["layers"]] == [p["D"] for p in original["test_layers"]]
+    _, nc1 = reanalyze("measure=nc1")
+    assert [p["value"] for p in nc1["layers"]] == pytest.approx([p["D"] / 10 for p in original["layers"]])
+    after = {p.name: p.stat().st_mtime_ns for p in path.parent.iterdir() if p.is_file()}
+    assert after == before  # the original run's files are untouched
