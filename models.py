@@ -48,22 +48,37 @@ class MeasuredModel(nn.Module):
         return [(name, modules[name]) for name in self.measured_points]
 
 
-class LinearBlock(nn.Module):
-    """Linear -> BatchNorm1d (optional) -> ReLU (optional), as one module (one hook point, and fewer
-    module calls per step than an nn.Sequential, which matters for small networks on a CPU)."""
+class NormReluBlock(nn.Module):
+    """A layer -> normalization -> ReLU (optional) block as one module: one hook point, and fewer
+    module calls per step than an nn.Sequential, which matters for small networks on a CPU. The ReLU
+    runs in place on the fresh normalization output, never on a tensor a hook already holds.
+    Subclasses set `self.norm` and define `transform` (the linear or conv layer)."""
 
-    def __init__(self, in_features: int, out_features: int, batch_norm: bool = True, relu: bool = True):
+    def __init__(self, relu: bool):
         super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
-        self.norm = nn.BatchNorm1d(out_features) if batch_norm else nn.Identity()
         self.relu = relu
 
+    def transform(self, x):
+        raise NotImplementedError
+
     def forward(self, x):
-        x = self.norm(self.linear(x))
+        x = self.norm(self.transform(x))
         return torch.relu_(x) if self.relu else x
 
     def extra_repr(self) -> str:
         return f"relu={self.relu}"
+
+
+class LinearBlock(NormReluBlock):
+    """Linear -> BatchNorm1d (optional) -> ReLU (optional)."""
+
+    def __init__(self, in_features: int, out_features: int, batch_norm: bool = True, relu: bool = True):
+        super().__init__(relu)
+        self.linear = nn.Linear(in_features, out_features)
+        self.norm = nn.BatchNorm1d(out_features) if batch_norm else nn.Identity()
+
+    def transform(self, x):
+        return self.linear(x)
 
 
 class MLP(MeasuredModel):
@@ -122,23 +137,17 @@ class ChannelRepeat(nn.Module):
         return f"repeats={self.repeats}"
 
 
-class ConvBlock(nn.Module):
-    """Conv2d (stride 1) -> BatchNorm2d (optional) -> ReLU (optional), as one module (one hook point).
-    The ReLU runs in place on the fresh BatchNorm output, never on a tensor a hook already holds."""
+class ConvBlock(NormReluBlock):
+    """Conv2d (stride 1) -> BatchNorm2d (optional) -> ReLU (optional)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int,
                  bias: bool = True, batch_norm: bool = True, relu: bool = True):
-        super().__init__()
+        super().__init__(relu)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
         self.norm = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
-        self.relu = relu
 
-    def forward(self, x):
-        x = self.norm(self.conv(x))
-        return torch.relu_(x) if self.relu else x
-
-    def extra_repr(self) -> str:
-        return f"relu={self.relu}"
+    def transform(self, x):
+        return self.conv(x)
 
 
 class PlainCNN(MeasuredModel):
