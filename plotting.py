@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from atomic_io import atomic_savefig  # noqa: E402
 
@@ -43,6 +44,7 @@ def save_profile_figure(profiles: list[tuple[str, list[dict], dict | None]], tit
         title = f"{title}\nPearson r = {first_fit['pearson_r']:.4f}, rho = {first_fit['rho']:.4f}"
     axes.set_title(title, fontsize=8)
     axes.set_xlabel("layer l")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     if len(profiles) > 1:
@@ -66,6 +68,7 @@ def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "
         if points:
             left.plot(*zip(*points), "o-", color=color, markersize=3, linewidth=1, label=f"epoch {epoch}")
     left.set_xlabel("layer l")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel(ylabel)
     left.legend(fontsize=6, ncol=2)
     fits = dynamics["fits"]

@@ -7,9 +7,9 @@ model: in the original's BatchNorm "train_batches" mode it works on a copy, so r
 as training left them.
 
 BatchNorm modes (analysis.bn_mode):
-    eval           BatchNorm uses its running statistics (default; deterministic, batch-independent)
-    train_batches  the original code's way: train-mode BatchNorm over consecutive batches of
-                   analysis.bn_batch_size (100) samples, batch statistics per batch
+    train_batches  the paper's protocol (default): train-mode BatchNorm over consecutive batches of
+                   analysis.bn_batch_size (100) stored samples, batch statistics per batch
+    eval           BatchNorm uses its running statistics (deterministic, batch-independent)
 """
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ from torch import nn
 from variance_analysis import (MEASURES, StreamingClassStatistics, class_statistics, fit_log_linear,
                                fuzziness_from_statistics, layer_ratios, pca_reduce)
 BN_MODES = ("eval", "train_batches")
+
+
+def bn_mode_label(bn_mode: str, bn_batch_size: int) -> str:
+    """How a profile was measured, in words for figure titles and reports."""
+    if bn_mode == "train_batches":
+        return f"BatchNorm in train mode, batches of {bn_batch_size} (the paper's protocol)"
+    return "BatchNorm in eval mode (running statistics)"
 
 
 @torch.no_grad()

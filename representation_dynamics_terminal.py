@@ -44,7 +44,8 @@ from config_utils import (CONF_DIR, REPO_ROOT, ConfigError, identity_hash, regis
                           validate_config)
 from data import DatasetUnavailableError, balanced_subset, prepare_dataset  # noqa: E402
 from plotting import save_dynamics_figure, save_profile_figure  # noqa: E402
-from representation_analysis import measured_features, profile_fit, separation_profile  # noqa: E402
+from representation_analysis import (bn_mode_label, measured_features, profile_fit,  # noqa: E402
+                                     separation_profile)
 from train_models import accuracy, build_model, resolve_device, run_training  # noqa: E402
 
 log = logging.getLogger("representation_dynamics")
@@ -184,11 +185,15 @@ def _train_measure_write(cfg: DictConfig, run_dir: Path, started: float) -> Path
 
     results = {"config": OmegaConf.to_container(cfg, resolve=True), "run_name": run_dir.name,
                "identity_hash": identity_hash(cfg), "measure": str(cfg.measure),
+               "bn_mode": str(cfg.analysis.bn_mode),
+               "measured_with": bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size)),
                "layers": [], "fit": None, "test_layers": [], "test_fit": None,
                "train_accuracy": None, "test_accuracy": None,
                "final_train_loss": outcome.final_train_loss,
                "epochs_completed": outcome.epochs_completed, "diverged_epoch": outcome.diverged_epoch,
-               "dynamics": recorder.record if recorder else None}
+               "dynamics": recorder.record if recorder else None,
+               "history": {"epoch": list(range(1, len(outcome.loss_history) + 1)),
+                           "train_loss": outcome.loss_history}}
     if outcome.diverged:
         log.warning("training diverged at epoch %d (mean loss %s): no measurement, fit or checkpoint",
                     outcome.diverged_epoch, outcome.final_train_loss)
@@ -213,11 +218,12 @@ def _train_measure_write(cfg: DictConfig, run_dir: Path, started: float) -> Path
         atomic_torch_save({"model_state": model.state_dict(), "measured_points": model.measured_points,
                            "config": results["config"]}, run_dir / "checkpoint.pt")
         ylabel = "ln D" if cfg.measure == "within_variance" else f"ln {cfg.measure}"
-        save_profile_figure(profiles, run_dir.name,
+        save_profile_figure(profiles, f"{run_dir.name}\n{results['measured_with']}",
                             [run_dir / "profile.png", Path(cfg.figures_dir) / f"{run_dir.name}.png"],
                             ylabel=ylabel)
         if recorder:
-            save_dynamics_figure(recorder.record, run_dir.name, run_dir / "dynamics.png", ylabel=ylabel)
+            save_dynamics_figure(recorder.record, f"{run_dir.name}\n{results['measured_with']}",
+                                 run_dir / "dynamics.png", ylabel=ylabel)
     results.update(wall_seconds=time.perf_counter() - started, timings=timings, device=str(device),
                    versions=versions())
     return atomic_write_json(run_dir / "results.json", results)

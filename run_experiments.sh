@@ -59,7 +59,7 @@ if [ "${FORCE:-0}" = 1 ]; then runner_overrides="$runner_overrides force=true"; 
 plan=$(mktemp "${TMPDIR:-/tmp}/run_experiments.XXXXXX")
 trap 'rm -f "$plan"' EXIT
 # shellcheck disable=SC2086  # runner_overrides: words without spaces, split on purpose
-"$PYTHON" sweep_jobs.py --list --log --python "$PYTHON" $runner_overrides "$@" > "$plan"
+"$PYTHON" sweep_jobs.py --list --log --longest-first --python "$PYTHON" $runner_overrides "$@" > "$plan"
 log_dir=$(sed -n 's/^# job logs: //p' "$plan")
 job_count=$(grep -vc '^#' "$plan" || true)
 
