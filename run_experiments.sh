@@ -119,11 +119,16 @@ if [ "$gpu_count" -gt 0 ]; then
     echo "stop:    $stop; queue PIDs:$pids"
 else
     workers=${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
-    jobs_file=$log_dir/run-$(date +%Y%m%d-%H%M%S)-$$.jobs
-    grep -v '^#' "$plan" > "$jobs_file"
-    echo "running $job_count jobs on the CPU, $workers at a time (threads=1 each)."
+    run=$log_dir/run-$(date +%Y%m%d-%H%M%S)-$$
+    grep -v '^#' "$plan" > "$run.jobs"
+    echo "# command: sh run_experiments.sh $*" > "$run.log"
+    echo "running $job_count jobs on the CPU, $workers at a time (threads=1 each); start and exit lines: $run.log"
     echo "follow:  tail -f $log_dir/<job name>.log      (all: tail -f $log_dir/*.log)"
-    if sh -c "$RUN_QUEUE" run_queue "$jobs_file" "$workers"; then
+    # the queue's start/exit lines go to the terminal and to $run.log (the report reads its wall time)
+    { sh -c "$RUN_QUEUE" run_queue "$run.jobs" "$workers"; echo $? > "$run.status"; } | tee -a "$run.log"
+    status=$(cat "$run.status")
+    rm -f "$run.status"
+    if [ "$status" = 0 ]; then
         echo "done: $job_count jobs. Summary: $PYTHON summarize_runs.py ${log_dir%/jobs} --out summaries/"
     else
         echo "finished, but some jobs failed: see the 'exit' lines above and their logs in $log_dir/" >&2

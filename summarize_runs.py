@@ -3,6 +3,9 @@
     python summarize_runs.py logs/ --out summaries/             # every results.json under logs/
     python summarize_runs.py logs/cfm-GFNN-L2-* --out summaries/ # chosen run directories
     python summarize_runs.py logs/ --out summaries/ --best-lr   # per configuration, its best lr only
+    python summarize_runs.py logs --report docs/reproduction --queue-log logs/jobs/run-*.log
+                                                                # the reproduction report (see
+                                                                # reproduction_report.py)
 
 Arguments are run directories, results.json files or folders searched recursively for results.json.
 Written into --out, atomically (a suffix _best_lr with --best-lr):
@@ -355,7 +358,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fig1-data", default="cfm")
     parser.add_argument("--fig1-model", default="GFNN")
     parser.add_argument("--fig1-width", type=int, default=100)
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="write the reproduction report into DIR instead (reproduction_report.py)")
+    parser.add_argument("--queue-log", type=Path, nargs="*", default=[],
+                        help="with --report: run_experiments.sh queue logs, for the sweep's wall time")
     args = parser.parse_args(argv)
+    if args.report:
+        from reproduction_report import write_report
+
+        for path in write_report(load_runs(args.paths), args.report, args.queue_log):
+            print(f"  {path}")
+        return
     runs, written = summarize(args.paths, args.out, args.best_lr, args.fig1_data, args.fig1_model,
                               args.fig1_width)
     diverged = sum(run.status == "diverged" for run in runs)

@@ -27,7 +27,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from config_utils import CONF_DIR, register_resolvers
+from config_utils import CONF_DIR, register_resolvers, run_name
 
 ENTRY = "representation_dynamics_terminal.py"
 EXPERIMENT_DIR = CONF_DIR / "experiment"
@@ -60,6 +60,7 @@ class Job:
     name: str                      # preset and swept values, e.g. fig1-optimization=sgd-layer_num=2
 
     cost: float = 0.0              # estimated seconds on one CPU thread (estimate_cost); 0: not estimated
+    run_name: str = ""             # its run directory name (filled in with compose_jobs=True)
 
     def command(self, python: str = "python") -> str:
         return shlex.join([python, ENTRY, *self.overrides])
@@ -150,10 +151,15 @@ def estimate_cost(cfg) -> float:
     return epochs * samples * per_sample_epoch
 
 
-def sweep_jobs(names: list[str], extras: list[str] = (), estimate: bool = False
+def _with_config(job: Job, cfg) -> Job:
+    return dataclasses.replace(job, cost=estimate_cost(cfg), run_name=run_name(cfg))
+
+
+def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False
                ) -> tuple[list[tuple[str, list[Job]]], Path]:
     """[(group, its jobs)] for group/preset names, and the folder for job logs (<log_root>/jobs).
-    With estimate=True each job carries its estimated cost (estimate_cost)."""
+    With compose_jobs=True each job's config is composed, so that it carries its estimated cost
+    (estimate_cost) and its run directory name."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -171,9 +177,8 @@ def sweep_jobs(names: list[str], extras: list[str] = (), estimate: bool = False
                 cfg = compose("config", overrides=[f"+experiment={preset}", *fixed],
                               return_hydra_config=True)
                 jobs += preset_jobs(group, preset, list(extras), cfg.hydra, loader)
-            if estimate:
-                jobs = [dataclasses.replace(job, cost=estimate_cost(compose("config", overrides=list(job.overrides))))
-                        for job in jobs]
+            if compose_jobs:
+                jobs = [_with_config(job, compose("config", overrides=list(job.overrides))) for job in jobs]
             result.append((group, jobs))
         log_dir = Path(str(compose("config", overrides=fixed).log_root)) / "jobs"
     return result, log_dir
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     extras = [name for name in args.names if "=" in name]
     if not names:
         parser.error("name at least one group or preset (see --groups)")
-    groups, log_dir = sweep_jobs(names, extras, estimate=args.longest_first)
+    groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first)
 
     def print_jobs(jobs):
         for job in jobs:

@@ -1,0 +1,111 @@
+"""Seconds per training epoch, on this machine, of the experiment groups the reproduction report did
+not run (MNIST/CIFAR-10 groups, CNNs, ResNets, the rest of `original`), so a reader can plan them.
+
+    python benchmarks/epoch_costs.py [--out docs/reproduction/epoch_costs.csv] [--batches 2]
+
+For every distinct model of a group (its runs differ only in lr) the script builds the model as the
+run would, trains it one thread on random inputs of the run's real shape (one warm-up batch, then
+--batches timed batches) and scales the time per batch to a whole epoch. Training steps only: the
+final measurement and the test-set forward pass come on top. Writes one CSV row per group, model and
+data set; reproduction_report.py shows it in the report.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from atomic_io import atomic_write  # noqa: E402
+from config_utils import CONF_DIR, input_shape_of, register_resolvers  # noqa: E402
+from reproduction_report import GROUPS, NOT_RUN  # noqa: E402
+from sweep_jobs import sweep_jobs  # noqa: E402
+from train_models import build_model, build_optimizer, train  # noqa: E402
+
+COLUMNS = ("group", "command", "model", "seconds_per_epoch", "epochs", "runs")
+
+
+def training_samples(cfg) -> int:
+    counts = cfg.data.get("class_counts")
+    return sum(counts) if counts else int(cfg.data.sample_size_per_class) * int(cfg.data.num_classes)
+
+
+def total_epochs(cfg) -> int:
+    return int(cfg.epochs) + (int(cfg.training.stage1_epochs) if cfg.training.name == "frozen" else 0)
+
+
+def seconds_per_epoch(cfg, batches: int) -> float:
+    """One epoch of cfg's training, timed on `batches` batches of random inputs of the real shape."""
+    shape, classes, batch_size = input_shape_of(cfg.data), int(cfg.data.num_classes), int(cfg.batch_size)
+    torch.manual_seed(0)
+    model = build_model(cfg, shape, classes)
+    inputs = torch.randn(batches * batch_size, *shape)
+    labels = torch.arange(batches * batch_size) % classes
+    optimizer = build_optimizer(cfg.optimization, model.parameters(), float(cfg.lr), float(cfg.weight_decay))
+    common = {"batch_size": batch_size, "base_lr": float(cfg.lr), "schedule_cfg": None, "seed": 0,
+              "progress": False}
+    train(model, inputs[:batch_size], labels[:batch_size], optimizer, epochs=1, **common)   # warm-up
+    started = time.perf_counter()
+    train(model, inputs, labels, optimizer, epochs=1, **common)
+    per_batch = (time.perf_counter() - started) / batches
+    return per_batch * math.ceil(training_samples(cfg) / batch_size)
+
+
+def group_costs(group: str, skip_runs: set[str], batches: int) -> list[dict]:
+    """Rows (one per model, data set and training scheme) of one group's per-epoch cost."""
+    ((_, jobs),), _ = sweep_jobs([group], compose_jobs=True)
+    kinds = defaultdict(list)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for job in jobs:
+            if job.run_name in skip_runs:
+                continue
+            cfg = compose("config", overrides=[*job.overrides, "lr=1e-3"])
+            training = "" if cfg.training.name == "standard" else f", {cfg.training.name}"
+            kinds[(f"{cfg.model.name} on {cfg.data.name}{training}", total_epochs(cfg))].append(cfg)
+    rows = []
+    for (model, epochs), configs in kinds.items():
+        distinct = {str(c.model.tag): c for c in configs}   # runs of one model differ in lr only
+        seconds = [seconds_per_epoch(c, batches) for c in distinct.values()]
+        per_run = sum(seconds) / len(seconds)
+        print(f"{group}: {model}: {per_run:.3f} s per epoch ({len(configs)} runs)", flush=True)
+        rows.append({"group": group, "command": f"sh run_experiments.sh {group}", "model": model,
+                     "seconds_per_epoch": f"{per_run:.4g}", "epochs": epochs, "runs": len(configs)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "reproduction" / "epoch_costs.csv")
+    parser.add_argument("--batches", type=int, default=2, help="timed batches per model (default 2)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    register_resolvers()
+    done = {group.name: group for group in GROUPS}
+    rows = []
+    for group, _ in NOT_RUN:
+        skip = set()
+        if group in done:   # a row of it ran for the report: count only the rest
+            ((_, ran),), _ = sweep_jobs([group], list(done[group].extras), compose_jobs=True)
+            skip = {job.run_name for job in ran}
+        rows += group_costs(group, skip, args.batches)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(args.out, lambda tmp: tmp.write_text(buffer.getvalue()))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
