@@ -124,17 +124,18 @@ def eval_reanalysis(run_dir: Path) -> dict | None:
     return None
 
 
-def run_row(group: str, run_name: str, run) -> dict:
-    """One table row: a finished run (summarize_runs.Run) of the group, or a missing one (run None)."""
+def run_row(group: str, job, run) -> dict:
+    """One table row: the finished run (summarize_runs.Run) of a sweep job, or the job not run yet."""
+    from summarize_runs import Run
+
     if run is None:
-        return {**dict.fromkeys(COLUMNS), "group": group, "run": run_name, "status": "missing",
-                "best_lr": 0}
+        run = Run(Path(job.run_name) / "results.json",
+                  {"config": job.config, "run_name": job.run_name, "status": "missing"})
     row = run.row()
     completed = row["status"] == "completed"
-    results = run.results
     eval_fit = eval_reanalysis(run.path.parent) if completed else None
-    test_fit = results.get("test_fit") if completed else None
-    return {"group": group, "run": run_name, **{key: row[key] for key in (
+    test_fit = run.results.get("test_fit") if completed else None
+    return {"group": group, "run": job.run_name, **{key: row[key] for key in (
                 "data", "model", "depth", "width", "optimizer", "lr", "epochs", "seed", "status",
                 "pearson_r", "rho", "D_first", "D_last", "train_accuracy", "test_accuracy",
                 "final_train_loss", "wall_seconds")},
@@ -166,7 +167,7 @@ def collect_rows(runs, groups=GROUPS) -> list[dict]:
     rows = []
     for group in groups:
         ((_, jobs),), _ = sweep_jobs([group.preset or group.name], list(group.extras), compose_jobs=True)
-        group_rows = [run_row(group.name, job.run_name, by_name.get(job.run_name)) for job in jobs]
+        group_rows = [run_row(group.name, job, by_name.get(job.run_name)) for job in jobs]
         mark_best_lr(group_rows, group.setting)
         rows += group_rows
     return rows
@@ -188,7 +189,7 @@ def queue_statistics(log_paths: list[Path]) -> dict | None:
                 events.append((moment, 0 if match.group(2) == "start" else -1, match.group(3)))
     if not events:
         return None
-    events.sort(key=lambda event: (event[0], -event[1]))   # at one second, exits before starts
+    events.sort(key=lambda event: (event[0], event[1]))   # at one second, exits before starts
     running = peak = 0
     for _, kind, _ in events:
         running += 1 if kind == 0 else -1
@@ -389,8 +390,9 @@ def _beyond_the_paper(rows: list[dict]) -> list[str]:
         lines += [f"- BatchNorm mode: of {len(paired)} runs, {paper_ok} have r <= {R_THRESHOLD} in the "
                   f"paper's mode and {eval_ok} in eval mode (median r {statistics.median(r['pearson_r'] for r in paired):.4f} "
                   f"against {statistics.median(r['eval_pearson_r'] for r in paired):.4f}); eval mode gives "
-                  f"the smaller decay ratio rho in {lower_rho} of them. The law, as measured, depends on "
-                  "how BatchNorm is evaluated."]
+                  f"the smaller decay ratio rho in {lower_rho} of them."
+                  + (" Whether a run shows the law depends on how BatchNorm is evaluated while measuring."
+                     if paper_ok != eval_ok else "")]
     tested = [row for row in unique if row["test_pearson_r"] is not None]
     if tested:
         test_ok = sum(row["test_pearson_r"] <= R_THRESHOLD for row in tested)
@@ -424,13 +426,14 @@ def render(rows: list[dict], context: dict) -> str:
              "the paper says* when its best-lr run does not. Measured as the paper did: BatchNorm in train "
              "mode over consecutive batches of 100 training images.", "",
              "| group | runs finished | verdict |", "|---|---|---|"]
-    verdicts = {group.name: verdict(group, by_group[group.name]) for group in GROUPS}
-    for group in GROUPS:
+    groups = [group for group in GROUPS if group.name in by_group]
+    verdicts = {group.name: verdict(group, by_group[group.name]) for group in groups}
+    for group in groups:
         members = by_group[group.name]
         finished = sum(row["status"] in ("completed", "diverged") for row in members)
         lines.append(f"| [{group.name}](#{group.name}) | {finished} of {len(members)} | {verdicts[group.name][0]} |")
     lines.append("")
-    for group in GROUPS:
+    for group in groups:
         members = by_group[group.name]
         lines += [f"## {group.name}", "", f"**The paper:** {group.claim}", "",
                   f"![{group.name}]({group.name}.png)", "", f"**Verdict:** {verdicts[group.name][1]}", ""]

@@ -24,8 +24,10 @@ import dataclasses
 import itertools
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from config_utils import CONF_DIR, register_resolvers, run_name
 
@@ -61,6 +63,7 @@ class Job:
 
     cost: float = 0.0              # estimated seconds on one CPU thread (estimate_cost); 0: not estimated
     run_name: str = ""             # its run directory name (filled in with compose_jobs=True)
+    config: dict | None = field(default=None, compare=False)   # its resolved config (compose_jobs=True)
 
     def command(self, python: str = "python") -> str:
         return shlex.join([python, ENTRY, *self.overrides])
@@ -152,7 +155,8 @@ def estimate_cost(cfg) -> float:
 
 
 def _with_config(job: Job, cfg) -> Job:
-    return dataclasses.replace(job, cost=estimate_cost(cfg), run_name=run_name(cfg))
+    return dataclasses.replace(job, cost=estimate_cost(cfg), run_name=run_name(cfg),
+                               config=OmegaConf.to_container(cfg, resolve=True))
 
 
 def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False
