@@ -108,14 +108,14 @@ class Run:
     @property
     def variant(self) -> str:
         """What sets a run apart beyond data/model/shape/optimizer: two-stage training, residual
-        block kind and feature points, a non-default measure or BatchNorm measuring mode."""
+        block kind and feature points, a non-default measure or BatchNorm measuring mode (eval)."""
         parts = []
         if self._select("training.name") not in (None, "standard"):
             parts.append(self._select("training.name"))
         parts += [str(self.config[key]) for key in ("block_option", "feature_option") if key in self.config]
         if self.config.get("measure", "within_variance") != "within_variance":
             parts.append(self.config["measure"])
-        if self._select("analysis.bn_mode") not in (None, "eval"):
+        if self._select("analysis.bn_mode") not in (None, "train_batches"):
             parts.append(f"bn={self._select('analysis.bn_mode')}")
         return "/".join(parts)
 

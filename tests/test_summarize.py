@@ -30,7 +30,7 @@ def write_run(logs: Path, name: str, *, data="cfm", model="GFNN", depth=6, width
         "config": {"data": {"name": data}, "model": {"name": model, "tag": f"L{depth}-w{width}"},
                    "optimization": {"name": optimizer}, "training": {"name": "standard"},
                    "layer_num": depth, "hidden_size": width, "lr": lr, "epochs": epochs, "seed": seed,
-                   "measure": "within_variance", "analysis": {"bn_mode": "eval"},
+                   "measure": "within_variance", "analysis": {"bn_mode": "train_batches"},
                    "device": "cpu", "threads": 1, "log_root": str(logs)},
         "run_name": name, "status": status,
         "layers": layers if completed else [],
