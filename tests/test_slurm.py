@@ -1,7 +1,9 @@
 """SLURM for real: a preset sweep through `hydra/launcher=slurm` on whatever cluster `sbatch` reaches (CI
-starts a one-node one with scripts/local_slurm.sh). Each run's results.json, a resubmission that trains
-nothing, and a job cancelled with scancel that leaves no partial file and is redone by the next
-submission. Where no cluster answers, the tests skip and say why (pytest -rs).
+starts a one-node one with scripts/local_slurm.sh). One job of it cancelled with scancel while it trains
+leaves no partial file, the next submission redoes it and skips the finished one, and a third identical
+submission trains nothing. Where no cluster answers, the test skips and says why (pytest -rs). One
+sequence of three submissions, not three tests, because each submission costs seconds of Python and
+torch start-up, in the submitting command and in every job.
 
 Jobs ask for no GPU, one core and 2 GB (the CPU-partition recipe: SLURM_GPUS_PER_NODE=0) on the partition
 in $SLURM_PARTITION, else the cluster's default one. Every run uses the default cfm data (100 images per
@@ -125,73 +127,84 @@ def cancel_leftovers(tmp_path):
         subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
 
 
-def test_slurm_sweep_runs_every_job_and_a_resubmission_trains_nothing(tmp_path, partition, cancel_leftovers):
-    lrs, sweep = ["lr=0.01", "lr=0.1"], "lr=0.01,0.1"
-    names = run_dir_names(tmp_path, lrs, "epochs=2")
-    started = time.monotonic()
-    submit(tmp_path, partition, sweep, "epochs=2")
-    wall = time.monotonic() - started
-    logs = tmp_path / "logs"
-    results = {path.parent.name: json.loads(path.read_text()) for path in logs.glob("*/results.json")}
-    assert sorted(results) == sorted(names)
-    for name, result in results.items():
-        assert result["status"] == "completed" and result["epochs_completed"] == 2
-        assert result["config"]["layer_num"] == 7 and result["fit"] is not None
-        assert (logs / name / "profile.png").is_file() and (logs / name / "checkpoint.pt").is_file()
-        assert (tmp_path / "figures" / f"{name}.png").is_file()
-    first_jobs = job_folders(tmp_path)
-    assert len(first_jobs) == 2 and all("training GFNN" in job_output(job) for job in first_jobs)
-    mtimes = {name: (logs / name / "results.json").stat().st_mtime_ns for name in names}
-
-    submit(tmp_path, partition, sweep, "epochs=2")        # the identical sweep again
-    second_jobs = job_folders(tmp_path) - first_jobs
-    assert len(second_jobs) == 2
-    outputs = [job_output(job) for job in second_jobs]
-    assert sorted(re.search(r"^skipped: (\S+)$", text, re.MULTILINE)[1] for text in outputs) == sorted(names)
-    assert not any("training GFNN" in text for text in outputs)
-    assert {name: (logs / name / "results.json").stat().st_mtime_ns for name in names} == mtimes
-    print(f"2-job sweep on partition {partition}: {wall:.1f} s")
+SWEEP = ("lr=0.01,0.3", "epochs=60")  # two jobs; 60 epochs keep a job training for a second or more
+LRS = ["lr=0.01", "lr=0.3"]            # in the sweep's order, which is the order of submitit's array indices
 
 
-def test_a_job_cancelled_with_scancel_leaves_nothing_partial_and_is_redone(tmp_path, partition,
-                                                                          cancel_leftovers):
+def outputs_by_index(jobs: set[Path]) -> dict[int, str]:
+    """Each job's stdout by its index in the array (<array id>_<index>), i.e. by its place in the sweep."""
+    return {int(job.name.split("_")[1]): job_output(job) for job in jobs}
+
+
+def test_slurm_sweep_scancel_and_resubmissions(tmp_path, partition, cancel_leftovers):
     from hydra_plugins.slurm_queue_launcher._queue_watcher import QueueWatcher
 
-    overrides = ("lr=0.3", "epochs=60")          # long enough (a second or more) to be cancelled while training
-    (name,) = run_dir_names(tmp_path, [overrides[0]], overrides[1])
-    run_dir, figures_dir = tmp_path / "logs" / name, tmp_path / "figures"
-    run_log = run_dir / "representation_dynamics_terminal.log"
+    kept_name, cancelled_name = run_dir_names(tmp_path, LRS, SWEEP[1])
+    logs, figures = tmp_path / "logs", tmp_path / "figures"
+    kept_results = logs / kept_name / "results.json"
+    cancelled_dir = logs / cancelled_name
+    cancelled_log = cancelled_dir / "representation_dynamics_terminal.log"
+
+    # 1. The sweep. Its second job (lr=0.3) is cancelled with scancel while it trains; the first finishes.
+    started = time.monotonic()
     with open(tmp_path / "submitter.out", "w") as out:
-        submitter = subprocess.Popen(sweep_command(tmp_path, *overrides), cwd=tmp_path, env=sweep_environment(partition),
+        submitter = subprocess.Popen(sweep_command(tmp_path, *SWEEP), cwd=tmp_path, env=sweep_environment(partition),
                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while not (run_log.exists() and "training GFNN" in run_log.read_text()):
+        deadline = time.monotonic() + 150
+        while not (cancelled_log.exists() and "training GFNN" in cancelled_log.read_text()):
             assert submitter.poll() is None, (tmp_path / "submitter.out").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the job did not start training within 120 s"
+            assert time.monotonic() < deadline, "the lr=0.3 job did not start training within 150 s"
             time.sleep(0.05)
-        (job,) = job_folders(tmp_path)
+        (job,) = [folder for folder in job_folders(tmp_path) if folder.name.endswith("_1")]
         subprocess.run(["scancel", job.name], check=True, timeout=30)
-        assert not (run_dir / "results.json").exists(), "the run finished before scancel reached it"
+        assert not (cancelled_dir / "results.json").exists(), "the run finished before scancel reached it"
 
         # the launcher's watcher (squeue where there is no accounting) sees the job end, so the
         # submitting command does not wait for it for ever
         watcher = QueueWatcher(delay_s=1)
         watcher.register_job(job.name)
-        deadline = time.monotonic() + 60
         while not watcher.is_done(job.name, mode="force"):
-            assert time.monotonic() < deadline, f"job {job.name} still {watcher.get_state(job.name)} after 60 s"
+            assert time.monotonic() < deadline, f"job {job.name} still {watcher.get_state(job.name)}"
             time.sleep(0.2)
         assert watcher.get_state(job.name, mode="cache").startswith("CANCELLED")
+        while not kept_results.exists():
+            assert submitter.poll() is None, (tmp_path / "submitter.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the lr=0.01 job did not finish within 150 s"
+            time.sleep(0.2)
+        sweep_wall = time.monotonic() - started
     finally:
-        os.killpg(submitter.pid, signal.SIGTERM)   # it would report the cancelled job, 15 s later
+        os.killpg(submitter.pid, signal.SIGTERM)   # it would stop with the cancelled job's error, 15 s later
         submitter.wait(timeout=30)
-    assert partial_files(run_dir, figures_dir) == []
-    assert "fit:" not in run_log.read_text()          # it was stopped before measuring
+    kept = json.loads(kept_results.read_text())
+    assert kept["status"] == "completed" and kept["epochs_completed"] == 60 and kept["fit"] is not None
+    assert (logs / kept_name / "profile.png").is_file() and (logs / kept_name / "checkpoint.pt").is_file()
+    assert (figures / f"{kept_name}.png").is_file()
+    assert partial_files(cancelled_dir, figures) == []
+    assert "fit:" not in cancelled_log.read_text()      # stopped before measuring
+    kept_mtime = kept_results.stat().st_mtime_ns
 
-    submit(tmp_path, partition, *overrides)           # the same submission again: the run is redone
-    result = json.loads((run_dir / "results.json").read_text())
-    assert result["status"] == "completed" and result["epochs_completed"] == 60
-    (redo,) = job_folders(tmp_path) - {job}
-    assert "training GFNN" in job_output(redo) and "skipped" not in job_output(redo)
-    assert not list(run_dir.glob(".*.tmp-*"))
+    # 2. The same sweep again: the finished run is skipped, the cancelled one is redone.
+    submitted = job_folders(tmp_path)
+    submit(tmp_path, partition, *SWEEP)
+    second = outputs_by_index(job_folders(tmp_path) - submitted)
+    assert sorted(second) == [0, 1]
+    assert f"skipped: {kept_name}" in second[0] and "training GFNN" not in second[0]
+    assert "training GFNN" in second[1] and "skipped" not in second[1]
+    redone = json.loads((cancelled_dir / "results.json").read_text())
+    assert redone["status"] == "completed" and redone["epochs_completed"] == 60
+    assert kept_results.stat().st_mtime_ns == kept_mtime
+    assert not list(cancelled_dir.glob(".*.tmp-*"))
+
+    # 3. And again: every run is finished, so nothing trains and no result changes.
+    mtimes = {path: path.stat().st_mtime_ns for path in logs.glob("*/results.json")}
+    assert len(mtimes) == 2
+    submitted = job_folders(tmp_path)
+    submit(tmp_path, partition, *SWEEP)
+    third = outputs_by_index(job_folders(tmp_path) - submitted)
+    assert sorted(re.search(r"^skipped: (\S+)$", text, re.MULTILINE)[1] for text in third.values()) == sorted(
+        [kept_name, cancelled_name])
+    assert not any("training GFNN" in text for text in third.values())
+    assert {path: path.stat().st_mtime_ns for path in logs.glob("*/results.json")} == mtimes
+    print(f"\n2-job sweep on partition {partition}, one job cancelled: {sweep_wall:.1f} s until the other "
+          f"finished")
