@@ -127,7 +127,7 @@ def cancel_leftovers(tmp_path):
         subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
 
 
-SWEEP = ("lr=0.01,0.3", "epochs=60")  # two jobs; 60 epochs keep a job training for a second or more
+SWEEP = ("lr=0.01,0.3", "epochs=30")  # two jobs; 30 epochs keep a job training for about a second or more
 LRS = ["lr=0.01", "lr=0.3"]            # in the sweep's order, which is the order of submitit's array indices
 
 
@@ -177,7 +177,7 @@ def test_slurm_sweep_scancel_and_resubmissions(tmp_path, partition, cancel_lefto
         os.killpg(submitter.pid, signal.SIGTERM)   # it would stop with the cancelled job's error, 15 s later
         submitter.wait(timeout=30)
     kept = json.loads(kept_results.read_text())
-    assert kept["status"] == "completed" and kept["epochs_completed"] == 60 and kept["fit"] is not None
+    assert kept["status"] == "completed" and kept["epochs_completed"] == 30 and kept["fit"] is not None
     assert (logs / kept_name / "profile.png").is_file() and (logs / kept_name / "checkpoint.pt").is_file()
     assert (figures / f"{kept_name}.png").is_file()
     assert partial_files(cancelled_dir, figures) == []
@@ -192,7 +192,7 @@ def test_slurm_sweep_scancel_and_resubmissions(tmp_path, partition, cancel_lefto
     assert f"skipped: {kept_name}" in second[0] and "training GFNN" not in second[0]
     assert "training GFNN" in second[1] and "skipped" not in second[1]
     redone = json.loads((cancelled_dir / "results.json").read_text())
-    assert redone["status"] == "completed" and redone["epochs_completed"] == 60
+    assert redone["status"] == "completed" and redone["epochs_completed"] == 30
     assert kept_results.stat().st_mtime_ns == kept_mtime
     assert not list(cancelled_dir.glob(".*.tmp-*"))
 
