@@ -1,12 +1,14 @@
 """Atomic file writes: every output goes to a temporary file in the target's folder, then os.replace.
 
 A reader (or a rerun after SIGINT, SIGTERM or kill -9) therefore sees either the previous complete file
-or the new complete file, never a half-written one. Leftover temporaries are named `.NAME.tmp-*` and
-ignored by everything that reads outputs.
+or the new complete file, never a half-written one. Temporaries are named `.NAME.tmp-<pid>-*` and
+ignored by everything that reads outputs; a successful write of NAME removes the stale ones left beside
+it by processes that died while writing NAME (a temporary of a live process is never touched).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -15,12 +17,40 @@ from pathlib import Path
 from typing import Callable
 
 
+def _writer_is_alive(temporary: Path) -> bool:
+    """Whether the process that named `temporary` (.NAME.tmp-<pid>-*) is still running. Temporaries
+    without a pid (older versions) count as stale."""
+    pid = temporary.name.rsplit(".tmp-", 1)[-1].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path | str) -> list[Path]:
+    """Remove the temporaries of `path` (.NAME.tmp-*) whose writing process has died; returns them."""
+    path = Path(path)
+    removed = []
+    for temporary in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        if not _writer_is_alive(temporary):
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+                removed.append(temporary)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str):
-    """Yield a temporary path beside `path`; on a clean exit fsync it and rename it onto `path`."""
+    """Yield a temporary path beside `path`; on a clean exit fsync it, rename it onto `path` and remove
+    the stale temporaries earlier writers of `path` left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     os.close(handle)
     umask = os.umask(0)
     os.umask(umask)
@@ -30,6 +60,7 @@ def atomic_path(path: Path | str):
         with open(temporary, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temporary, path)
+        remove_stale_temporaries(path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
