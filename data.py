@@ -11,8 +11,13 @@ normalization happens when the tensors are moved to the device.
 
 Sources, in order: the project's cache (data_root/cache, then the caches shipped in embedded/), raw files
 in torchvision's layout under data_root, the operating system's dataset packages
-(/usr/share/datasets/...), torchvision's download. Offline with none of these, a DatasetUnavailableError
-names the dataset, every place searched and how to supply the files.
+(/usr/share/datasets/...; the environment variable SYSTEM_DATASETS_DIR names another folder), torchvision's
+download. Offline with none of these, a DatasetUnavailableError names the dataset, every place searched
+and how to supply the files.
+
+Raw files are untrusted input: CIFAR-10's pickles are read by an unpickler that admits only what the
+format holds (dicts, lists, bytes, str, numbers and numpy arrays), so a crafted batch is refused with a
+RawFileError and runs nothing; so is a malformed IDX file. The cache is read with torch.load(weights_only=True).
 
 Build (or check) a cache:  python data.py data=cfm
 """
@@ -24,16 +29,20 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from atomic_io import atomic_torch_save
+from config_utils import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +55,39 @@ class DatasetUnavailableError(RuntimeError):
     """No source could provide a dataset (offline, nothing on disk)."""
 
 
-# Raw datasets: where torchvision keeps them under data_root, and where OS packages put them.
+class RawFileError(DatasetUnavailableError):
+    """A raw dataset file that is not in its format: truncated, corrupted or crafted."""
+
+
+# Raw datasets: where torchvision keeps them under data_root, where OS packages put them (folders under
+# SYSTEM_DATASETS_DIR), and the images per class of the official splits (train, test), which bound
+# data.sample_size_per_class, data.class_counts and analysis.test_subset_size before anything is loaded.
+SYSTEM_DATASETS_DIR = "/usr/share/datasets"
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
 RAW_SOURCES = {
     "fashion_mnist": {"torchvision_dir": "FashionMNIST/raw", "format": "idx",
-                      "system_dirs": ["/usr/share/datasets/fashion-mnist"],
+                      "system_dirs": ["fashion-mnist"],
+                      "train_class_sizes": [6000] * 10, "test_class_sizes": [1000] * 10,
                       "how": "apt-get install dataset-fashion-mnist, or copy the four *-ubyte(.gz) files"},
     "mnist": {"torchvision_dir": "MNIST/raw", "format": "idx",
-              "system_dirs": ["/usr/share/datasets/mnist"],
+              "system_dirs": ["mnist"],
+              "train_class_sizes": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+              "test_class_sizes": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
               "how": "copy the four MNIST *-ubyte(.gz) files"},
     "cifar10": {"torchvision_dir": "cifar-10-batches-py", "format": "cifar",
-                "system_dirs": ["/usr/share/datasets/cifar-10-batches-py", "/usr/share/datasets/cifar10"],
+                "system_dirs": ["cifar-10-batches-py", "cifar10"],
+                "train_class_sizes": [5000] * 10, "test_class_sizes": [1000] * 10,
                 "how": "unpack cifar-10-python.tar.gz (data_batch_1..5, test_batch)"},
 }
+
+
+def system_dirs(source: str) -> list[Path]:
+    """The folders where the operating system's dataset packages keep `source`."""
+    root = Path(os.environ.get("SYSTEM_DATASETS_DIR") or SYSTEM_DATASETS_DIR)
+    return [root / name for name in RAW_SOURCES[source]["system_dirs"]]
 
 
 @dataclass
@@ -96,13 +122,19 @@ class Dataset:
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (MNIST format, optionally gzipped) into a uint8 tensor of its stored shape."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        payload = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            payload = handle.read()
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise RawFileError(f"{path}: unreadable ({error})") from None
     magic = int.from_bytes(payload[:4], "big")
-    if magic >> 8 != 0x08:  # data type byte 0x08 = unsigned byte
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
+    if len(payload) < 4 or magic >> 8 != 0x08:  # data type byte 0x08 = unsigned byte
+        raise RawFileError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
     ndim = magic & 0xFF
     shape = [int.from_bytes(payload[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    size = 4 + 4 * ndim + math.prod(shape)
+    if ndim == 0 or len(payload) != size:
+        raise RawFileError(f"{path}: an IDX file of shape {shape} must hold {size} bytes, not {len(payload)}")
     data = np.frombuffer(payload, dtype=np.uint8, offset=4 + 4 * ndim)
     return torch.from_numpy(data.copy()).reshape(shape)
 
@@ -124,6 +156,54 @@ def read_idx_dataset(directory: Path) -> RawSplits | None:
                      arrays["test_images"][:, None], arrays["test_labels"].long(), str(directory))
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What protocol-2 pickles written by Python 3 use to rebuild bytes (_codecs.encode), latin1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}: only latin1 text is allowed")
+    return text.encode("latin1")
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler for CIFAR-10's python batches that admits only what the format holds: dicts, lists,
+    bytes, str and numbers natively, and numpy arrays and scalars through the few numpy functions that
+    rebuild them. Any other global (os.system, builtins.eval, ...) is refused before it is looked up,
+    so loading a crafted file runs no code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+        **{(f"numpy.{core}.multiarray", "_reconstruct"): np._core.multiarray._reconstruct
+           for core in ("core", "_core")},
+        **{(f"numpy.{core}.multiarray", "scalar"): np._core.multiarray.scalar for core in ("core", "_core")},
+        **{(f"numpy.{core}.numeric", "_frombuffer"): np._core.numeric._frombuffer
+           for core in ("core", "_core")},
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return self.ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds")
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 [N, 3, 32, 32], labels int64 [N]) of one CIFAR-10 batch file; RawFileError (and no
+    code run) for anything else."""
+    try:
+        with open(path, "rb") as handle:
+            batch = CifarUnpickler(handle, encoding="bytes").load()
+        data, labels = batch[b"data"], batch[b"labels"]
+        images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    except Exception as error:  # a crafted or corrupted file: say so in one line, never run anything
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RawFileError(f"{path} is not a CIFAR-10 batch ({reason}); refused") from None
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or len(images) != len(labels):
+        raise RawFileError(f"{path} is not a CIFAR-10 batch (data is not a uint8 array with one row "
+                           "per label); refused")
+    return images, labels
+
+
 def read_cifar_dataset(directory: Path) -> RawSplits | None:
     """CIFAR-10's python pickles (data_batch_1..5, test_batch) in `directory`, or None if missing."""
     train_files = [directory / f"data_batch_{i}" for i in range(1, 6)]
@@ -132,13 +212,10 @@ def read_cifar_dataset(directory: Path) -> RawSplits | None:
         return None
 
     def read(paths):
-        images, labels = [], []
-        for path in paths:
-            with open(path, "rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
-            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
-        return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+        batches = [read_cifar_batch(path) for path in paths]
+        images = np.concatenate([images for images, _ in batches])
+        labels = np.concatenate([labels for _, labels in batches])
+        return torch.from_numpy(images), torch.from_numpy(labels)
 
     train_images, train_labels = read(train_files)
     test_images, test_labels = read([test_file])
@@ -174,7 +251,7 @@ def load_raw(source: str, data_root: Path, download: bool = True,
     """Official splits of `source` from the first place that has them (see the module docstring)."""
     spec = RAW_SOURCES[source]
     reader = READERS[spec["format"]]
-    places = [Path(data_root) / spec["torchvision_dir"]] + [Path(d) for d in spec["system_dirs"]]
+    places = [Path(data_root) / spec["torchvision_dir"]] + system_dirs(source)
     for place in places:
         if place.is_dir() and (splits := reader(place)) is not None:
             return splits
@@ -241,6 +318,62 @@ def class_counts_of(data_cfg) -> list[int]:
 
         return imbalanced_class_counts(int(data_cfg.num_classes), **data_cfg.imbalance)
     return [int(data_cfg.sample_size_per_class)] * int(data_cfg.num_classes)
+
+
+def class_counts_setting(data_cfg) -> str:
+    """The KEY=VALUE that sets the training images per class (for error messages)."""
+    for key in ("class_counts", "imbalance"):
+        if data_cfg.get(key):
+            value = data_cfg[key]
+            return f"data.{key}={OmegaConf.to_container(value) if OmegaConf.is_config(value) else value}"
+    return f"data.sample_size_per_class={data_cfg.get('sample_size_per_class')}"
+
+
+def check_split_sizes(data_cfg, test_subset_size: int) -> None:
+    """ConfigError, before anything is loaded, when the training subset asks a class for more images
+    than the official training split holds, or the test subset (analysis.test_subset_size, size // K per
+    class) is not 0 and smaller than the number of classes or larger than the test split allows."""
+    source = data_cfg.get("source")
+    if source not in RAW_SOURCES:
+        raise ConfigError(f"data.source={source}: allowed: {', '.join(RAW_SOURCES)}")
+    spec = RAW_SOURCES[source]
+    available = spec["train_class_sizes"]
+    if data_cfg.get("num_classes") != len(available):
+        raise ConfigError(f"data.num_classes={data_cfg.get('num_classes')}: allowed: {len(available)} "
+                          f"({source} has {len(available)} classes)")
+    try:
+        counts = class_counts_of(data_cfg)
+    except (ValueError, TypeError) as error:
+        message = str(error) if str(error).startswith("data.") else f"{class_counts_setting(data_cfg)}: {error}"
+        raise ConfigError(message) from None
+    if len(counts) != len(available) or any(not 1 <= c <= a for c, a in zip(counts, available)):
+        sizes = f"{min(available)}" if min(available) == max(available) else f"{available}"
+        raise ConfigError(f"{class_counts_setting(data_cfg)}: allowed: {len(available)} classes of 1 to "
+                          f"{min(available)} images each ({source}'s training split holds {sizes} per class)")
+    check_test_subset(test_subset_size, len(available), min(spec["test_class_sizes"]), source)
+
+
+def check_test_subset(size: int, num_classes: int, smallest_test_class: int, where: str) -> None:
+    """ConfigError unless analysis.test_subset_size is 0 or from num_classes to num_classes times the
+    smallest class of the test split (the subset takes size // num_classes images of each class)."""
+    largest = num_classes * smallest_test_class
+    if size != 0 and not num_classes <= size <= largest:
+        raise ConfigError(f"analysis.test_subset_size={size}: allowed: 0 (off) or {num_classes} to "
+                          f"{largest} (size // {num_classes} images per class; the smallest class of "
+                          f"{where}'s test split has {smallest_test_class})")
+
+
+def check_test_subset_of(dataset: "Dataset", size: int) -> None:
+    """check_test_subset against the test split actually loaded (raw files may hold fewer images)."""
+    counts = torch.bincount(dataset.test_y.cpu(), minlength=dataset.num_classes)
+    check_test_subset(size, dataset.num_classes, int(counts.min()), dataset.origin or dataset.name)
+
+
+def cache_must_be_built(data_cfg, data_root: Path, split_seed: int) -> bool:
+    """True when neither data_root's cache nor an embedded one exists for this config (by name only:
+    a corrupted cache is found out, and rebuilt, when it is read)."""
+    name = cache_file_name(preprocessing_spec(data_cfg, split_seed))
+    return not ((cache_dir_of(data_root) / name).is_file() or (EMBEDDED_DIR / name).is_file())
 
 
 def preprocessing_spec(data_cfg, split_seed: int) -> dict:
@@ -328,14 +461,23 @@ def load_or_build_cache(data_cfg, data_root: Path, split_seed: int, download: bo
     for candidate in (cache_path, EMBEDDED_DIR / name):
         if (content := read_valid_cache(candidate, spec)) is not None:
             return content
-    with file_lock(cache_path.with_suffix(".lock")):
-        if (content := read_valid_cache(cache_path, spec)) is not None:  # built while we waited
-            return content
-        raw = load_raw(spec["source"], Path(data_root), download=download)
-        content = build_cache_content(spec, raw)
-        atomic_torch_save(content, cache_path)
-        log.info("built cache %s from %s", cache_path, raw.origin)
-        return content
+    try:
+        with file_lock(cache_path.with_suffix(".lock")):
+            if (content := read_valid_cache(cache_path, spec)) is not None:  # built while we waited
+                return content
+            raw = load_raw(spec["source"], Path(data_root), download=download)
+            try:
+                content = build_cache_content(spec, raw)
+            except ValueError as error:  # raw files with fewer images of a class than asked for
+                raise ConfigError(f"{class_counts_setting(data_cfg)}: {error} in {raw.origin}; allowed: "
+                                  "at most the images per class the raw files hold") from None
+            atomic_torch_save(content, cache_path)
+    except OSError as error:
+        raise ConfigError(f"data_root={data_root}: cannot write the cache {cache_path} "
+                          f"({error.strerror or error}); allowed: a writable folder, or one that "
+                          "already holds the cache") from None
+    log.info("built cache %s from %s", cache_path, raw.origin)
+    return content
 
 
 def normalize(images: torch.Tensor, mean, std, device) -> torch.Tensor:
@@ -374,7 +516,11 @@ if __name__ == "__main__":
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="data_only")
     def main(cfg: DictConfig) -> None:
-        content = load_or_build_cache(cfg.data, Path(cfg.data_root), int(cfg.seed), bool(cfg.download))
+        try:
+            content = load_or_build_cache(cfg.data, Path(cfg.data_root), int(cfg.seed), bool(cfg.download))
+        except (ConfigError, DatasetUnavailableError) as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         meta = content["meta"]
         path = cache_dir_of(Path(cfg.data_root)) / cache_file_name(preprocessing_spec(cfg.data, cfg.seed))
         print(f"{meta['name']}: train {tuple(content['train_images'].shape)}, "
