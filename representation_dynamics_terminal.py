@@ -13,10 +13,12 @@ its own directory logs/<run name>/ (descriptive, deterministic):
 The last stdout line is `results: <path to results.json>`.
 
 Reliability: invalid values stop the run before any data loading with a one-line `error:` naming the key
-(exit status 2, no run directory left behind); a run whose loss becomes NaN or infinite stops and
-records status "diverged" (exit status 0, so sweeps go on); every file is written atomically, so an
-interrupted run leaves nothing partial and rerunning the command redoes it; a run already finished
-with the same configuration is skipped unless force=true.
+(exit status 2, no run directory made; in a multirun, every job is checked before the first starts); a
+run whose loss becomes NaN or infinite stops and records status "diverged" (exit status 0, so sweeps go
+on); every file is written atomically, so an interrupted run leaves nothing partial and rerunning the
+command redoes it; a run already finished with the same configuration is skipped unless force=true; a
+run that another process is running right now is left to it (`not run: ...`, exit status 75). A failing
+run removes only a run directory this command created, never one of another run.
 """
 from __future__ import annotations
 
@@ -40,9 +42,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from atomic_io import atomic_torch_save, atomic_write_json  # noqa: E402
-from config_utils import (CONF_DIR, REPO_ROOT, ConfigError, identity_hash, register_resolvers,  # noqa: E402
-                          validate_config)
-from data import DatasetUnavailableError, balanced_subset, prepare_dataset  # noqa: E402
+from config_utils import (CONF_DIR, REPO_ROOT, ConfigError, created_by_this_command,  # noqa: E402
+                          identity_hash, register_resolvers, validate_config)
+from data import DatasetUnavailableError, balanced_subset, check_test_subset_of, prepare_dataset  # noqa: E402
 from plotting import save_dynamics_figure, save_profile_figure  # noqa: E402
 from representation_analysis import (bn_mode_label, measured_features, profile_fit,  # noqa: E402
                                      separation_profile)
@@ -52,6 +54,11 @@ log = logging.getLogger("representation_dynamics")
 register_resolvers()
 
 RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt", "dynamics.png")
+EXIT_RUNNING_ELSEWHERE = os.EX_TEMPFAIL  # 75: this process did not produce the run; another one is
+
+
+class RunInProgressError(RuntimeError):
+    """Another process holds the run directory's lock: it is running this configuration right now."""
 
 
 def versions() -> dict:
@@ -143,7 +150,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
     of results.json. Raises ConfigError or DatasetUnavailableError before any training.
 
     A run whose directory already holds a finished results.json of the same configuration is skipped
-    unless cfg.force is true; so is one that another process is running right now.
+    unless cfg.force is true. RunInProgressError when another process is running it right now.
     """
     started = time.perf_counter()
     validate_config(cfg)
@@ -154,9 +161,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
         return previous
     with exclusive_run(run_dir) as owned:
         if not owned:
-            log.warning("skipped: another process is running %s", run_dir)
-            print(f"skipped (running elsewhere): {run_dir.name}", flush=True)
-            return run_dir / "results.json"
+            log.warning("not run: another process is running %s", run_dir)
+            raise RunInProgressError(f"another process is running {run_dir} (its .lock is held); "
+                                     "this one did not run it")
         for leftover in run_dir.glob(".*.tmp-*"):  # from a run killed while writing
             leftover.unlink()
         for output in RUN_OUTPUTS:  # a forced rerun must not leave the old outputs beside new ones
@@ -169,6 +176,7 @@ def _train_measure_write(cfg: DictConfig, run_dir: Path, started: float) -> Path
     seed = int(cfg.seed)
     timings = {}
     dataset = prepare_dataset(cfg.data, Path(cfg.data_root), seed, device, bool(cfg.download))
+    check_test_subset_of(dataset, int(cfg.analysis.test_subset_size))  # raw files may hold fewer images
     timings["data"] = time.perf_counter() - started
     torch.manual_seed(seed)
     model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(device)
@@ -229,11 +237,37 @@ def _train_measure_write(cfg: DictConfig, run_dir: Path, started: float) -> Path
     return atomic_write_json(run_dir / "results.json", results)
 
 
+def lock_held_elsewhere(run_dir: Path) -> bool:
+    """Whether another process holds run_dir/.lock (is running that run now)."""
+    lock = run_dir / ".lock"
+    if not lock.is_file():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 def discard_unused_run_dir(run_dir: Path) -> None:
-    """Remove a run directory that Hydra created for a run that never started (only .hydra/, the log
-    and the lock inside). A directory holding any run output is left alone."""
-    if run_dir.is_dir() and not any((run_dir / name).exists() for name in RUN_OUTPUTS):
-        shutil.rmtree(run_dir, ignore_errors=True)
+    """Remove the run directory of a run that failed before producing anything, if this command created
+    it (config_utils.created_by_this_command) and no other process holds its lock. A directory that
+    existed before -- another run's, running, finished or interrupted -- or that holds any run output
+    is left alone."""
+    if not (run_dir.is_dir() and created_by_this_command(run_dir)):
+        return
+    if any((run_dir / name).exists() for name in RUN_OUTPUTS) or lock_held_elsewhere(run_dir):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def allocation_failure(error: BaseException) -> bool:
+    """Whether `error` is PyTorch failing to allocate memory (CPU or GPU)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in str(error)
+                                             or "out of memory" in str(error)))
 
 
 def _terminate(signal_number, _frame):
@@ -246,10 +280,21 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         results_path = run_experiment(cfg, run_dir)
+    except RunInProgressError as error:
+        print(f"not run: {error}", flush=True)
+        raise SystemExit(EXIT_RUNNING_ELSEWHERE) from None
     except (ConfigError, DatasetUnavailableError) as error:
         discard_unused_run_dir(run_dir)
         print(f"error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except RuntimeError as error:
+        if not allocation_failure(error):
+            raise
+        discard_unused_run_dir(run_dir)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: out of memory on device={cfg.device}: {first_line}; try a smaller hidden_size, "
+              "batch_size or analysis.eval_batch_size", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     print(f"results: {results_path}", flush=True)
 
 
