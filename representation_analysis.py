@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
+import warnings
 
 import torch
 from torch import nn
@@ -76,16 +78,33 @@ def measured_features(model: nn.Module, inputs: torch.Tensor, bn_mode: str = "ev
     return collect_features(model, inputs, modules or model.measured_modules(), eval_batch_size)
 
 
+def not_finite_on_failure(name: str, compute, *args) -> float:
+    """compute(*args), or NaN with a RuntimeWarning naming the point when the linear algebra fails
+    (an SVD that does not converge, e.g. on non-finite features of a very deep network): one failing
+    point is recorded as not finite and the fit leaves it out, as for SS_b = 0, instead of losing the run."""
+    try:
+        return compute(*args)
+    except torch.linalg.LinAlgError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(f"point {name!r}: {reason.rstrip('.')}: recorded as not finite", RuntimeWarning, stacklevel=2)
+        return math.nan
+
+
 def point_records(named_statistics, dims: list[int], measure: str = "within_variance") -> list[dict]:
     """One record per point from (name, ClassStatistics) pairs: index, name, dim, D, the measure's
-    value, ratio value_l / value_(l-1) and the traces of SS_w and SS_b."""
+    value, ratio value_l / value_(l-1) and the traces of SS_w and SS_b. A point whose statistics are
+    None (they could not be computed) or whose measure fails numerically gets NaN values."""
     if measure not in MEASURES:
         raise ValueError(f"measure={measure}: allowed: {', '.join(MEASURES)}")
     records = []
     for index, ((name, stats), dim) in enumerate(zip(named_statistics, dims)):
-        fuzziness = fuzziness_from_statistics(stats)
-        records.append({"index": index, "name": name, "dim": dim, "D": fuzziness,
-                        "value": fuzziness if measure == "within_variance" else MEASURES[measure](stats),
+        if stats is None:
+            records.append({"index": index, "name": name, "dim": dim, "D": math.nan, "value": math.nan,
+                            "within_trace": math.nan, "between_trace": math.nan})
+            continue
+        fuzziness = not_finite_on_failure(name, fuzziness_from_statistics, stats)
+        value = fuzziness if measure == "within_variance" else not_finite_on_failure(name, MEASURES[measure], stats)
+        records.append({"index": index, "name": name, "dim": dim, "D": fuzziness, "value": value,
                         "within_trace": stats.within_trace(), "between_trace": stats.between_trace()})
     for record, ratio in zip(records, layer_ratios([r["value"] for r in records])):
         record["ratio"] = ratio
@@ -96,12 +115,14 @@ def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
                        measure: str = "within_variance", pca_dim: int | None = None) -> list[dict]:
     """Records (see point_records) of in-memory features {name: [N, d]}. Features wider than pca_dim
     are first reduced to pca_dim dimensions by PCA (`dim` stays the original width)."""
-    def statistics(feature):
+    def statistics(name, feature):
         if pca_dim is not None and feature.shape[1] > pca_dim:
-            feature = pca_reduce(feature, pca_dim)
+            feature = not_finite_on_failure(name, pca_reduce, feature, pca_dim)
+            if not isinstance(feature, torch.Tensor):  # the PCA's SVD failed: no statistics
+                return None
         return class_statistics(feature, labels)
 
-    named = ((name, statistics(feature)) for name, feature in features.items())
+    named = ((name, statistics(name, feature)) for name, feature in features.items())
     return point_records(named, [feature.shape[1] for feature in features.values()], measure)
 
 
@@ -122,7 +143,10 @@ def profile_fit(records: list[dict], segments: list[tuple[int, int]] | None = No
     if segments:
         fit["segments"] = []
         for first, last in segments:
-            part = fit_log_linear(indices[first:last + 1], values[first:last + 1]).as_dict()
+            try:
+                part = fit_log_linear(indices[first:last + 1], values[first:last + 1]).as_dict()
+            except ValueError:  # fewer than two finite points in this segment: a not-finite fit
+                part = {key: math.nan for key in ("slope", "intercept", "rho", "pearson_r", "r2")}
             fit["segments"].append({"first_index": first, "last_index": last, **part})
     return fit
 
