@@ -7,12 +7,19 @@ goes to RUN_DIR/reanalysis/<overrides>/ (results.json and profile.png).
     python reanalyze.py logs/<run name> split=test analysis.test_subset_size=2000
     python reanalyze.py path/to/checkpoint.pt analysis.pca_dim=50        # a checkpoint and its config
 
-Overrides are config keys (as on the entry script's command line) plus split=train|test. The last
-stdout line is `results: <path to results.json>`.
+Overrides are the measurement keys (measure, analysis.bn_mode, analysis.bn_batch_size, analysis.pca_dim,
+analysis.eval_batch_size, analysis.test_subset_size), the execution keys device, threads, data_root and
+download, and split=train|test. Keys that cannot change without retraining (layer_num, model, data, lr,
+seed, ...) and unknown keys are refused, as is anything that is not KEY=VALUE; the directory name is made
+of the accepted KEY=VALUE pairs only, so it always lies inside RUN_DIR/reanalysis/. The checkpoint is
+loaded with torch.load(weights_only=True): a crafted checkpoint cannot run code. Errors are one line
+(`error: ...`, exit status 2). The last stdout line is `results: <path to results.json>`.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -21,39 +28,115 @@ import torch
 from omegaconf import OmegaConf
 
 from atomic_io import atomic_write_json
-from config_utils import ConfigError, register_resolvers, validate_config
-from data import DatasetUnavailableError, balanced_subset, prepare_dataset
+from config_utils import ConfigError, folder_problem, register_resolvers, validate_config
+from data import DatasetUnavailableError, balanced_subset, check_test_subset_of, prepare_dataset
 from plotting import save_profile_figure
 from representation_dynamics_terminal import measure, set_up_execution
 from train_models import build_model
 
 SPLITS = ("train", "test")
+MEASUREMENT_KEYS = ("measure", "analysis.bn_mode", "analysis.bn_batch_size", "analysis.pca_dim",
+                    "analysis.eval_batch_size", "analysis.test_subset_size")
+EXECUTION_OVERRIDES = ("device", "threads", "data_root", "download")
+MAX_TAG_LENGTH = 120  # longer override lists are shortened and end with a hash
+MISSING = object()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded as this project's (truncated, corrupted, foreign or crafted)."""
+
+
+def parse_overrides(overrides: list[str], trained_config: dict) -> tuple[str, list[str]]:
+    """(split, config overrides) from KEY=VALUE items; ConfigError for anything else, for keys that
+    need retraining and for unknown keys."""
+    allowed = ", ".join(("split", *MEASUREMENT_KEYS, *EXECUTION_OVERRIDES))
+    split, config_overrides = "train", []
+    for item in overrides:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ConfigError(f"{item}: not KEY=VALUE; allowed keys: {allowed}")
+        if key == "split":
+            if value not in SPLITS:
+                raise ConfigError(f"split={value}: allowed: {', '.join(SPLITS)}")
+            split = value
+        elif key in MEASUREMENT_KEYS or key in EXECUTION_OVERRIDES:
+            config_overrides.append(item)
+        elif OmegaConf.select(OmegaConf.create(trained_config), key, default=MISSING) is not MISSING:
+            raise ConfigError(f"{item}: {key} changes the trained network (retrain it instead); "
+                              f"allowed keys: {allowed}")
+        else:
+            raise ConfigError(f"{item}: unknown key {key}; allowed keys: {allowed}")
+    return split, config_overrides
+
+
+def reanalysis_tag(overrides: list[str]) -> str:
+    """The directory name under RUN_DIR/reanalysis/ for accepted overrides: the KEY=VALUE pairs that
+    change the measurement (split included), in their order, with any character other than letters, digits and _.=,+-
+    replaced; every part holds `=`, so the name is never `.` or `..` and has no `/`."""
+    measured = [item for item in overrides if item.partition("=")[0] not in EXECUTION_OVERRIDES]
+    tag = re.sub(r"[^A-Za-z0-9_.=,+-]", "_", ",".join(measured)) or "same-settings"
+    if len(tag) > MAX_TAG_LENGTH:
+        tag = f"{tag[:MAX_TAG_LENGTH - 9]}-{hashlib.sha256(tag.encode()).hexdigest()[:8]}"
+    return tag
+
+
+def load_failure_reason(error: BaseException) -> str:
+    """The line of a torch.load error that says what is wrong with the file (for weights-only
+    refusals, the offending global or opcode rather than PyTorch's advice to load it unsafely)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, pickle.UnpicklingError):
+        specific = [line for line in lines[1:]
+                    if not line.startswith(("Please file an issue", "Check the documentation"))]
+        lines = specific or lines
+    return lines[0] if lines else type(error).__name__
+
+
+def load_checkpoint(path: Path) -> dict:
+    """The checkpoint at `path`, loaded with weights_only=True (tensors and plain containers only, so
+    nothing in it can run code); CheckpointError in one line for anything that is not one of ours."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as error:
+        raise CheckpointError(f"{path}: refused: not a checkpoint that loads as tensors and plain "
+                              f"containers ({load_failure_reason(error)})") from None
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_state"), dict)
+            and isinstance(checkpoint.get("config"), dict)):
+        raise CheckpointError(f"{path}: not a checkpoint of this project (a dict with model_state and config)")
+    return checkpoint
 
 
 def reanalyze(source: Path, overrides: list[str]) -> Path:
     """Measure the checkpoint at `source` (a run directory or a checkpoint file) with `overrides`;
     returns the path of the new results.json."""
     checkpoint_path = source / "checkpoint.pt" if source.is_dir() else source
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    split_overrides = [item for item in overrides if item.startswith("split=")]
-    split = split_overrides[-1].split("=", 1)[1] if split_overrides else "train"
-    if split not in SPLITS:
-        raise ConfigError(f"split={split}: allowed: {', '.join(SPLITS)}")
-    config_overrides = [item for item in overrides if not item.startswith("split=")]
+    checkpoint = load_checkpoint(checkpoint_path)
+    split, config_overrides = parse_overrides(overrides, checkpoint["config"])
     cfg = OmegaConf.merge(OmegaConf.create(checkpoint["config"]), OmegaConf.from_dotlist(config_overrides))
-    validate_config(cfg)
+    validate_config(cfg, output_keys=())
+    tag = reanalysis_tag(overrides)  # every item is an accepted KEY=VALUE here
+    reanalysis_dir = checkpoint_path.parent / "reanalysis"
+    out_dir = reanalysis_dir / tag
+    if out_dir.resolve().parent != reanalysis_dir.resolve():  # cannot happen: reanalysis_tag's promise
+        raise ConfigError(f"{tag}: not a directory name inside {reanalysis_dir}")
+    if problem := folder_problem(out_dir):
+        raise ConfigError(f"{source}: cannot write {out_dir}: {problem}")
     device = set_up_execution(cfg)
     dataset = prepare_dataset(cfg.data, Path(cfg.data_root), int(cfg.seed), device, bool(cfg.download))
     model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(device)
-    model.load_state_dict(checkpoint["model_state"])
+    try:
+        model.load_state_dict(checkpoint["model_state"])
+    except (RuntimeError, TypeError) as error:
+        raise CheckpointError(f"{checkpoint_path}: its weights do not fit model {cfg.model.name} of its "
+                              f"config ({str(error).strip().splitlines()[0]})") from None
     inputs, labels = dataset.train_x, dataset.train_y
     if split == "test":
+        check_test_subset_of(dataset, int(cfg.analysis.test_subset_size))
         subset = balanced_subset(dataset.test_y, int(cfg.analysis.test_subset_size), dataset.num_classes,
                                  int(cfg.seed)).to(device)
         inputs, labels = dataset.test_x[subset], dataset.test_y[subset]
     layers, fit = measure(model, inputs, labels, cfg, split=split)
-    tag = re.sub(r"[^A-Za-z0-9_.=,-]", "_", ",".join(overrides)) or "same-settings"
-    out_dir = checkpoint_path.parent / "reanalysis" / tag
     ylabel = "ln D" if cfg.measure == "within_variance" else f"ln {cfg.measure}"
     save_profile_figure([(split, layers, fit)], f"{checkpoint_path.parent.name} [{tag}]",
                         [out_dir / "profile.png"], ylabel=ylabel)
@@ -71,7 +154,7 @@ def main() -> None:
     register_resolvers()
     try:
         path = reanalyze(args.source, args.overrides)
-    except (ConfigError, DatasetUnavailableError, FileNotFoundError) as error:
+    except (ConfigError, DatasetUnavailableError, CheckpointError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"results: {path}")
