@@ -21,6 +21,8 @@ Written into --out, atomically (a suffix _best_lr with --best-lr):
 --best-lr keeps per configuration (the whole config except lr) the run with the lowest final train
 loss, ties broken by the higher test accuracy. Diverged runs are listed with status "diverged" and no
 metrics, and never drawn; with --best-lr one is listed only where every lr of its configuration diverged.
+Reanalyses (RUN_DIR/reanalysis/*/results.json, written by reanalyze.py) are not runs and are not tabled.
+A results.json that is not JSON, or whose fields have the wrong types, is skipped with a one-line warning.
 """
 from __future__ import annotations
 
@@ -155,8 +157,17 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------------ loading
+REANALYSIS_DIR = "reanalysis"  # reanalyze.py writes RUN_DIR/reanalysis/<overrides>/results.json
+
+
+def is_reanalysis(path: Path) -> bool:
+    """Whether a results.json is a reanalysis of a run (reanalyze.py's output), not a run."""
+    return path.parent.parent.name == REANALYSIS_DIR
+
+
 def find_results(paths: list[Path]) -> list[Path]:
-    """results.json files named directly, in run directories, or anywhere under folders."""
+    """results.json files of runs named directly, in run directories, or anywhere under folders
+    (reanalyses excluded)."""
     found = []
     for path in paths:
         if path.is_file():
@@ -167,20 +178,93 @@ def find_results(paths: list[Path]) -> list[Path]:
             print(f"warning: {path} does not exist", file=sys.stderr)
     unique = {}
     for path in found:
-        unique.setdefault(path.resolve(), path)
+        if not is_reanalysis(path):
+            unique.setdefault(path.resolve(), path)
     return list(unique.values())
 
 
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}  # atomic_io's JSON spellings
+
+
+def restore_non_finite(value):
+    """The inverse of atomic_io's JSON spelling: the strings "nan", "inf", "-inf" become floats."""
+    if isinstance(value, str):
+        return NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {key: restore_non_finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [restore_non_finite(item) for item in value]
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_problem(where: str, value, expected: str) -> str | None:
+    """A one-line description when `value` is not of the `expected` kind (None is always allowed)."""
+    checks = {"dict": lambda v: isinstance(v, dict), "list": lambda v: isinstance(v, list),
+              "str": lambda v: isinstance(v, str), "number": _is_number,
+              "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)}
+    if value is None or checks[expected](value):
+        return None
+    return f"{where} is {type(value).__name__} {json.dumps(value)[:40]}, expected a {expected}"
+
+
+RESULT_FIELDS = {"config": "dict", "status": "str", "run_name": "str", "layers": "list", "fit": "dict",
+                 "final_train_loss": "number", "train_accuracy": "number", "test_accuracy": "number",
+                 "wall_seconds": "number"}
+CONFIG_FIELDS = {"data": "dict", "model": "dict", "optimization": "dict", "training": "dict",
+                 "analysis": "dict", "lr": "number", "hidden_size": "integer", "epochs": "integer",
+                 "seed": "integer", "layer_num": "integer", "block_num": "integer", "measure": "str"}
+FIT_FIELDS = {"slope": "number", "intercept": "number", "rho": "number", "pearson_r": "number",
+              "r2": "number", "segments": "list"}
+LAYER_FIELDS = {"index": "integer", "D": "number", "value": "number"}
+
+
+def results_problem(results) -> str | None:
+    """Why a loaded results.json cannot be tabled (a field of the wrong type), or None."""
+    if not isinstance(results, dict):
+        return f"it holds a {type(results).__name__}, expected an object"
+    for fields, node, prefix in ((RESULT_FIELDS, results, ""), (CONFIG_FIELDS, results.get("config"), "config."),
+                                 (FIT_FIELDS, results.get("fit"), "fit.")):
+        for key, expected in fields.items():
+            if isinstance(node, dict) and (problem := _type_problem(f"{prefix}{key}", node.get(key), expected)):
+                return problem
+    for name in ("data", "model", "optimization"):
+        section = (results.get("config") or {}).get(name)
+        if isinstance(section, dict) and (problem := _type_problem(f"config.{name}.name", section.get("name"), "str")):
+            return problem
+    for position, layer in enumerate(results.get("layers") or []):
+        if not isinstance(layer, dict):
+            return f"layers[{position}] is {type(layer).__name__}, expected an object"
+        if "index" not in layer and results.get("status") == "completed":
+            return f"layers[{position}] has no index"
+        for key, expected in LAYER_FIELDS.items():
+            if problem := _type_problem(f"layers[{position}].{key}", layer.get(key), expected):
+                return problem
+    for position, segment in enumerate((results.get("fit") or {}).get("segments") or []):
+        if not isinstance(segment, dict):
+            return f"fit.segments[{position}] is {type(segment).__name__}, expected an object"
+    return None
+
+
 def load_runs(paths: list[Path]) -> list[Run]:
+    """The runs of the results.json files under `paths`; unreadable or ill-typed files are skipped
+    with a one-line warning each."""
     runs = []
     for path in find_results(paths):
         try:
-            results = json.loads(path.read_text())
+            results = restore_non_finite(json.loads(path.read_text()))
         except (OSError, ValueError) as error:
             print(f"warning: skipping {path}: {error}", file=sys.stderr)
             continue
-        if isinstance(results, dict):
-            runs.append(Run(path, results))
+        if isinstance(results, dict) and {"source", "overrides"} <= results.keys() and "status" not in results:
+            continue  # a reanalysis (reanalyze.py) moved out of its run directory: not a run
+        if (problem := results_problem(results)) is not None:
+            print(f"warning: skipping {path}: {problem}", file=sys.stderr)
+            continue
+        runs.append(Run(path, results))
     return runs
 
 
