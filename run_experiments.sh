@@ -10,8 +10,9 @@
 # GPU `nvidia-smi -L` lists) the jobs are dealt round-robin to one queue per GPU; each queue runs in
 # the background under nohup with CUDA_VISIBLE_DEVICES set to its GPU, one job after another, so no
 # GPU runs two jobs at once. This script then returns; the queues go on after you log out.
-# Without GPUs (or with GPUS="") the jobs run here, JOBS at a time (default: one per CPU core), each
-# with threads=1.
+# GPU ids that this machine does not have are refused (a dry run notes them and still shows the plan).
+# Without GPUs (or with GPUS="") the jobs run here, JOBS at a time (a positive integer; default: one per
+# CPU core), each with threads=1.
 # Each job appends its output to <log_root>/jobs/<job name>.log (log_root defaults to logs/).
 # Resumable: a run that already finished is skipped by the entry point (it prints `skipped:`), so
 # after an interruption rerun the same command. FORCE=1 reruns finished runs (force=true).
@@ -40,9 +41,23 @@ for argument do
 done
 if [ $# -eq 0 ]; then usage >&2; exit 2; fi
 
+# JOBS, when given, is a positive integer (xargs -P 0 would start every job at once); empty: the default.
+if [ -n "${JOBS:-}" ]; then
+    case $JOBS in
+        '' | *[!0-9]*) jobs_ok=0 ;;
+        *) if [ "$JOBS" -ge 1 ]; then jobs_ok=1; else jobs_ok=0; fi ;;
+    esac
+    if [ "$jobs_ok" = 0 ]; then
+        echo "error: JOBS=$JOBS: allowed: a positive integer (jobs run at a time on the CPU)" >&2
+        exit 2
+    fi
+fi
+
+gpu_source=GPUS
 if [ "${GPUS+set}" = set ]; then
     gpus=$GPUS
 elif [ "${CUDA_VISIBLE_DEVICES+set}" = set ]; then
+    gpu_source=CUDA_VISIBLE_DEVICES
     gpus=$(printf '%s\n' "$CUDA_VISIBLE_DEVICES" | tr ',' ' ')
 elif command -v nvidia-smi >/dev/null 2>&1; then
     gpus=$(nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9][0-9]*\):.*/\1/p' | tr '\n' ' ')
@@ -50,6 +65,30 @@ else
     gpus=
 fi
 gpu_count=$(printf '%s\n' $gpus | grep -c . || true)
+
+# This machine's GPUs: the indices and UUIDs (GPU-..., MIG-...) nvidia-smi lists, else the indices torch
+# counts (without CUDA_VISIBLE_DEVICES, which the ids asked for refer to).
+machine_gpus() {
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        nvidia-smi -L 2>/dev/null | sed -n -e 'h' -e 's/^GPU \([0-9][0-9]*\):.*/\1/p' \
+            -e 'g' -e 's/.*(UUID: \([^)]*\)).*/\1/p'
+    else
+        env -u CUDA_VISIBLE_DEVICES "$PYTHON" -c \
+            'import torch; print(*range(torch.cuda.device_count()), sep="\n")' 2>/dev/null || true
+    fi
+}
+missing_gpus=
+if [ "$gpu_count" -gt 0 ]; then
+    available_gpus=$(machine_gpus)
+    for gpu in $gpus; do
+        if ! printf '%s\n' "$available_gpus" | grep -qxF -- "$gpu"; then missing_gpus="$missing_gpus $gpu"; fi
+    done
+fi
+if [ -n "$missing_gpus" ]; then
+    listed=$(printf '%s\n' $available_gpus | grep '^[0-9]' | tr '\n' ' ')
+    gpu_problem="$gpu_source=$(echo $gpus): no GPU$missing_gpus on this machine; allowed: ${listed:+$listed(or their UUIDs), or }GPUS= (empty) to run on the CPU"
+    if [ "$dry_run" = 0 ]; then echo "error: $gpu_problem" >&2; exit 2; fi
+fi
 
 # Overrides every job gets, before the user's (a user's KEY=VALUE wins).
 runner_overrides=
@@ -79,6 +118,7 @@ jobs_of_queue() { awk -v queue="$1" -v queues="$2" '!/^#/ { if (job++ % queues =
 
 if [ "$dry_run" = 1 ]; then
     cat "$plan"
+    if [ -n "$missing_gpus" ]; then echo "# note: a real run refuses this plan: $gpu_problem"; fi
     if [ "$gpu_count" -gt 0 ]; then
         echo "# plan: $gpu_count GPU queues (GPUS=\"$(echo $gpus)\"), each running its jobs one after another in the background (nohup)"
         queue=0
