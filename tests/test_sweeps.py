@@ -1,5 +1,8 @@
 """Sweeps: presets expand to the paper's job counts, run_experiments.sh plans GPU queues, a killed sweep
-resumes without redoing finished runs, and Hydra's joblib and submitit launchers run a preset."""
+resumes without redoing finished runs, and Hydra's joblib and submitit launchers run a preset.
+
+The tiny runs read raw Fashion-MNIST files the tests write in torchvision's layout, with the operating
+system's dataset folder hidden, so they pass on a fresh machine without the dataset package."""
 from __future__ import annotations
 
 import json
@@ -11,10 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from config_utils import CONF_DIR, run_name
 from sweep_jobs import product_of, sweep_jobs
+from tests.test_data import fake_images, write_idx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
@@ -23,17 +28,34 @@ EXPECTED_COUNTS = {"fig1": 9, "lr": 7, "imbalanced": 15, "depth_cm": 45, "depth_
                    "depth_cc": 55, "width": 10, "shape": 15, "cnn": 20, "residual": 30, "frozen": 10,
                    "original": 30, "linearized": 5, "nobn": 5}
 ADAM_GRID = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+# The runs below must not depend on the OS dataset package (data.system_dirs reads this variable).
+NO_SYSTEM_DATASETS = {"SYSTEM_DATASETS_DIR": "/nonexistent/system-datasets"}
+
+
+def write_fake_fashion_mnist(data_root: Path) -> Path:
+    """Raw Fashion-MNIST in torchvision's layout under data_root: 6 training and 100 test images per
+    class (enough for data.sample_size_per_class=5 and the default test subset of 1000)."""
+    raw = data_root / "FashionMNIST" / "raw"
+    if not raw.is_dir():
+        write_idx(raw / "train-images-idx3-ubyte", fake_images(60, (28, 28), 0), gzipped=True)
+        write_idx(raw / "train-labels-idx1-ubyte", np.tile(np.arange(10), 6).astype(np.uint8), gzipped=True)
+        write_idx(raw / "t10k-images-idx3-ubyte", fake_images(1000, (28, 28), 1), gzipped=True)
+        write_idx(raw / "t10k-labels-idx1-ubyte", np.tile(np.arange(10), 100).astype(np.uint8), gzipped=True)
+    return data_root
 
 
 def tiny(tmp_path: Path) -> list[str]:
-    """Overrides that make a run take seconds and keep every output under tmp_path."""
+    """Overrides that make a run take seconds, read the fake raw files and keep every output under
+    tmp_path."""
+    data_root = write_fake_fashion_mnist(tmp_path / "data")
     return ["epochs=1", "data.sample_size_per_class=5", "hidden_size=8", "progress=false",
-            f"log_root={tmp_path / 'logs'}", f"figures_dir={tmp_path / 'figures'}"]
+            f"log_root={tmp_path / 'logs'}", f"figures_dir={tmp_path / 'figures'}", f"data_root={data_root}",
+            "download=false"]
 
 
 def run_script(*arguments: str, gpus: str = "", **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key not in ("FORCE", "JOBS")}
-    environment.update(GPUS=gpus, PYTHON=sys.executable, **env)
+    environment.update(GPUS=gpus, PYTHON=sys.executable, **NO_SYSTEM_DATASETS, **env)
     completed = subprocess.run(["sh", str(RUN_EXPERIMENTS), *arguments], cwd=REPO_ROOT, env=environment,
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
@@ -150,7 +172,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     arguments = ["lr", "lr=0.01,0.03,0.1", *tiny(tmp_path)]
     logs = tmp_path / "logs"
     environment = {key: value for key, value in os.environ.items() if key != "FORCE"}
-    environment.update(GPUS="", JOBS="1", PYTHON=sys.executable)
+    environment.update(GPUS="", JOBS="1", PYTHON=sys.executable, **NO_SYSTEM_DATASETS)
     process = subprocess.Popen(["sh", str(RUN_EXPERIMENTS), *arguments], cwd=REPO_ROOT, env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
@@ -184,7 +206,8 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 def test_hydra_launchers_run_a_preset_sweep(tmp_path, launcher):
     overrides = ["+experiment=lr", "lr=0.01,0.1", *tiny(tmp_path)]
     completed = subprocess.run([sys.executable, str(ENTRY), "-m", f"hydra/launcher={launcher}", *overrides],
-                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                               cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, **NO_SYSTEM_DATASETS})
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = sorted((tmp_path / "logs").glob("*/results.json"))
     assert len(results) == 2
