@@ -449,7 +449,7 @@ def render(rows: list[dict], context: dict) -> str:
     lines += _beyond_the_paper(rows)
     lines += ["## Not run here", "",
               "The per-epoch cost below is measured on this machine by `python benchmarks/epoch_costs.py` "
-              "(one thread, as run_experiments.sh runs CPU jobs; training steps only, on inputs of the "
+              "(CPU time of one thread, as run_experiments.sh runs CPU jobs; training steps only, on inputs of the "
               "real shape), so a reader can plan; the total is that cost times the epochs of every run "
               "of the group.", "",
               "| group | why not here | command | model | seconds per epoch | runs | total, one thread |",

@@ -5,8 +5,9 @@ not run (MNIST/CIFAR-10 groups, CNNs, ResNets, the rest of `original`), so a rea
 
 For every distinct model of a group (its runs differ only in lr) the script builds the model as the
 run would, trains it one thread on random inputs of the run's real shape (one warm-up batch, then
---batches timed batches) and scales the time per batch to a whole epoch. Training steps only: the
-final measurement and the test-set forward pass come on top. Writes one CSV row per group, model and
+--batches timed batches) and scales the time per batch to a whole epoch. The time is the process's CPU
+time on one thread (what an idle core would take in wall time), so other work on the machine does not
+inflate it. Training steps only: the final measurement and the test-set forward pass come on top. Writes one CSV row per group, model and
 data set; reproduction_report.py shows it in the report.
 """
 from __future__ import annotations
@@ -55,9 +56,9 @@ def seconds_per_epoch(cfg, batches: int) -> float:
     common = {"batch_size": batch_size, "base_lr": float(cfg.lr), "schedule_cfg": None, "seed": 0,
               "progress": False}
     train(model, inputs[:batch_size], labels[:batch_size], optimizer, epochs=1, **common)   # warm-up
-    started = time.perf_counter()
+    started = time.process_time()   # CPU time of this one-thread process: unaffected by other processes
     train(model, inputs, labels, optimizer, epochs=1, **common)
-    per_batch = (time.perf_counter() - started) / batches
+    per_batch = (time.process_time() - started) / batches
     return per_batch * math.ceil(training_samples(cfg) / batch_size)
 
 
