@@ -1,11 +1,11 @@
 """Seconds per training epoch, on this machine, of the experiment groups the reproduction report did
 not run (MNIST/CIFAR-10 groups, CNNs, ResNets, the rest of `original`), so a reader can plan them.
 
-    python benchmarks/epoch_costs.py [--out docs/reproduction/epoch_costs.csv] [--batches 2]
+    python benchmarks/epoch_costs.py [--out docs/reproduction/epoch_costs.csv] [--batches 2] [--min-seconds 2]
 
 For every distinct model of a group (its runs differ only in lr) the script builds the model as the
 run would, trains it one thread on random inputs of the run's real shape (one warm-up batch, then
---batches timed batches) and scales the time per batch to a whole epoch. The time is the process's CPU
+rounds of --batches batches until --min-seconds of CPU time) and scales the time per batch to a whole epoch. The time is the process's CPU
 time on one thread (what an idle core would take in wall time), so other work on the machine does not
 inflate it. Training steps only: the final measurement and the test-set forward pass come on top. Writes one CSV row per group, model and
 data set; reproduction_report.py shows it in the report.
@@ -45,8 +45,9 @@ def total_epochs(cfg) -> int:
     return int(cfg.epochs) + (int(cfg.training.stage1_epochs) if cfg.training.name == "frozen" else 0)
 
 
-def seconds_per_epoch(cfg, batches: int) -> float:
-    """One epoch of cfg's training, timed on `batches` batches of random inputs of the real shape."""
+def seconds_per_epoch(cfg, batches: int, min_seconds: float) -> float:
+    """One epoch of cfg's training, timed on `batches` batches of random inputs of the real shape,
+    repeated until at least `min_seconds` of CPU time are measured."""
     shape, classes, batch_size = input_shape_of(cfg.data), int(cfg.data.num_classes), int(cfg.batch_size)
     torch.manual_seed(0)
     model = build_model(cfg, shape, classes)
@@ -57,12 +58,15 @@ def seconds_per_epoch(cfg, batches: int) -> float:
               "progress": False}
     train(model, inputs[:batch_size], labels[:batch_size], optimizer, epochs=1, **common)   # warm-up
     started = time.process_time()   # CPU time of this one-thread process: unaffected by other processes
-    train(model, inputs, labels, optimizer, epochs=1, **common)
-    per_batch = (time.process_time() - started) / batches
+    rounds = 0
+    while rounds == 0 or time.process_time() - started < min_seconds:
+        train(model, inputs, labels, optimizer, epochs=1, **common)
+        rounds += 1
+    per_batch = (time.process_time() - started) / (rounds * batches)
     return per_batch * math.ceil(training_samples(cfg) / batch_size)
 
 
-def group_costs(group: str, skip_runs: set[str], batches: int) -> list[dict]:
+def group_costs(group: str, skip_runs: set[str], batches: int, min_seconds: float) -> list[dict]:
     """Rows (one per model, data set and training scheme) of one group's per-epoch cost."""
     ((_, jobs),), _ = sweep_jobs([group], compose_jobs=True)
     kinds = defaultdict(list)
@@ -76,7 +80,7 @@ def group_costs(group: str, skip_runs: set[str], batches: int) -> list[dict]:
     rows = []
     for (model, epochs), configs in kinds.items():
         distinct = {str(c.model.tag): c for c in configs}   # runs of one model differ in lr only
-        seconds = [seconds_per_epoch(c, batches) for c in distinct.values()]
+        seconds = [seconds_per_epoch(c, batches, min_seconds) for c in distinct.values()]
         per_run = sum(seconds) / len(seconds)
         print(f"{group}: {model}: {per_run:.3f} s per epoch ({len(configs)} runs)", flush=True)
         rows.append({"group": group, "command": f"sh run_experiments.sh {group}", "model": model,
@@ -87,7 +91,9 @@ def group_costs(group: str, skip_runs: set[str], batches: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "reproduction" / "epoch_costs.csv")
-    parser.add_argument("--batches", type=int, default=2, help="timed batches per model (default 2)")
+    parser.add_argument("--batches", type=int, default=2, help="batches per timed round (default 2)")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="time rounds until this much CPU time is measured per model (default 2)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         if group in done:   # a row of it ran for the report: count only the rest
             ((_, ran),), _ = sweep_jobs([group], list(done[group].extras), compose_jobs=True)
             skip = {job.run_name for job in ran}
-        rows += group_costs(group, skip, args.batches)
+        rows += group_costs(group, skip, args.batches, args.min_seconds)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
