@@ -4,11 +4,11 @@ not run (MNIST/CIFAR-10 groups, CNNs, ResNets, the rest of `original`), so a rea
     python benchmarks/epoch_costs.py [--out docs/reproduction/epoch_costs.csv] [--batches 2] [--min-seconds 2]
 
 For every distinct model of a group (its runs differ only in lr) the script builds the model as the
-run would, trains it one thread on random inputs of the run's real shape (one warm-up batch, then
-rounds of --batches batches until --min-seconds of CPU time) and scales the time per batch to a whole epoch. The time is the process's CPU
-time on one thread (what an idle core would take in wall time), so other work on the machine does not
-inflate it. Training steps only: the final measurement and the test-set forward pass come on top. Writes one CSV row per group, model and
-data set; reproduction_report.py shows it in the report.
+run would and trains it on one thread on random inputs of the run's real shape: a warm-up batch, then
+rounds of --batches batches until --min-seconds of CPU time are measured; the time per batch is scaled
+to a whole epoch. It is the process's CPU time (what an idle core takes in wall time), so other work on
+the machine does not inflate it. Training steps only: the final measurement and the test-set forward
+pass come on top. Writes one CSV row per group, model and data set; the report shows it.
 """
 from __future__ import annotations
 
