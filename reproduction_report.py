@@ -322,8 +322,7 @@ def verdict(group: Group, rows: list[dict]) -> tuple[str, str]:
     failing = [row for row in best if row not in showing]
     unfinished = len(settings) - len(best)
     missing = f" {unfinished} setting(s) have no finished run." if unfinished else ""
-    described = "; ".join(f"{_setting_text(group, row)}: r = {_format(row['pearson_r'], '.4f')}"
-                          for row in failing)
+    described = "; ".join(_failure_text(group, row, rows) for row in failing)
     if group.expect == "holds":
         if not failing and not unfinished:
             return "holds", (f"Holds: the best-lr run of every setting ({len(best)}) has r <= {R_THRESHOLD}.")
@@ -336,6 +335,19 @@ def verdict(group: Group, rows: list[dict]) -> tuple[str, str]:
                                             f"({described}).{missing}")
     return "holds (unexpected)", (f"The law appears in {len(showing)} of {len(settings)} settings although "
                                   f"the paper says it should not: this control does not reproduce.{missing}")
+
+
+def _failure_text(group: Group, best: dict, rows: list[dict]) -> str:
+    """A setting whose best-lr run misses the threshold: its r, and the lowest r of the setting's other
+    learning rates (the law may still appear at an lr that training does not prefer)."""
+    text = f"{_setting_text(group, best)}: r = {_format(best['pearson_r'], '.4f')}"
+    others = [row for row in rows if row is not best and row["status"] == "completed"
+              and row["pearson_r"] is not None
+              and all(row[key] == best[key] for key in group.setting)]
+    if others:
+        lowest = min(others, key=lambda row: row["pearson_r"])
+        text += f" (lowest r at another lr: {lowest['pearson_r']:.4f} at lr {lowest['lr']:g})"
+    return text
 
 
 def _setting_text(group: Group, row: dict) -> str:
