@@ -1,7 +1,8 @@
 """Seconds per training epoch, on this machine, of the experiment groups the reproduction report did
-not run (MNIST/CIFAR-10 groups, CNNs, ResNets, the rest of `original`), so a reader can plan them.
+not run (MNIST/CIFAR-10 groups, CNNs, ResNets, `original`), so a reader can plan them.
 
     python benchmarks/epoch_costs.py [--out docs/reproduction/epoch_costs.csv] [--batches 2] [--min-seconds 2]
+    python benchmarks/epoch_costs.py --only original    # re-measure one group, keep the others' rows
 
 For every distinct model of a group (its runs differ only in lr) the script builds the model as the
 run would and trains it on one thread on random inputs of the run's real shape: a warm-up batch, then
@@ -29,7 +30,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from atomic_io import atomic_write  # noqa: E402
 from config_utils import CONF_DIR, input_shape_of, register_resolvers  # noqa: E402
-from reproduction_report import GROUPS, NOT_RUN  # noqa: E402
+from reproduction_report import NOT_RUN  # noqa: E402
 from sweep_jobs import sweep_jobs  # noqa: E402
 from train_models import build_model, build_optimizer, train  # noqa: E402
 
@@ -66,14 +67,12 @@ def seconds_per_epoch(cfg, batches: int, min_seconds: float) -> float:
     return per_batch * math.ceil(training_samples(cfg) / batch_size)
 
 
-def group_costs(group: str, skip_runs: set[str], batches: int, min_seconds: float) -> list[dict]:
+def group_costs(group: str, batches: int, min_seconds: float) -> list[dict]:
     """Rows (one per model, data set and training scheme) of one group's per-epoch cost."""
     ((_, jobs),), _ = sweep_jobs([group], compose_jobs=True)
     kinds = defaultdict(list)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for job in jobs:
-            if job.run_name in skip_runs:
-                continue
             cfg = compose("config", overrides=[*job.overrides, "lr=1e-3"])
             training = "" if cfg.training.name == "standard" else f", {cfg.training.name}"
             kinds[(f"{cfg.model.name} on {cfg.data.name}{training}", total_epochs(cfg))].append(cfg)
@@ -91,6 +90,8 @@ def group_costs(group: str, skip_runs: set[str], batches: int, min_seconds: floa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "reproduction" / "epoch_costs.csv")
+    parser.add_argument("--only", nargs="*", metavar="GROUP",
+                        help="measure only these groups and replace their rows in an existing --out table")
     parser.add_argument("--batches", type=int, default=2, help="batches per timed round (default 2)")
     parser.add_argument("--min-seconds", type=float, default=2.0,
                         help="time rounds until this much CPU time is measured per model (default 2)")
@@ -98,14 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     register_resolvers()
-    done = {group.name: group for group in GROUPS}
     rows = []
+    if args.only and args.out.is_file():   # keep the other groups' rows
+        with open(args.out, newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row["group"] not in args.only]
     for group, _ in NOT_RUN:
-        skip = set()
-        if group in done:   # a row of it ran for the report: count only the rest
-            ((_, ran),), _ = sweep_jobs([group], list(done[group].extras), compose_jobs=True)
-            skip = {job.run_name for job in ran}
-        rows += group_costs(group, skip, args.batches, args.min_seconds)
+        if args.only and group not in args.only:
+            continue
+        rows += group_costs(group, args.batches, args.min_seconds)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
