@@ -457,9 +457,10 @@ def render(rows: list[dict], context: dict) -> str:
     lines += _beyond_the_paper(rows)
     lines += ["## Not run here", "",
               "The per-epoch cost below is measured on this machine by `python benchmarks/epoch_costs.py` "
-              "(CPU time of one thread, as run_experiments.sh runs CPU jobs; training steps only, on inputs of the "
-              "real shape), so a reader can plan; the total is that cost times the epochs of every run "
-              "of the group.", "",
+              "(CPU time of one thread, as run_experiments.sh runs CPU jobs; training steps only, on "
+              "random inputs of the real shape; measured while other jobs shared the machine's caches, "
+              "so it may read high), so a reader can plan; the total is that cost times the epochs of "
+              "every run of the group.", "",
               "| group | why not here | command | model | seconds per epoch | runs | total, one thread |",
               "|---|---|---|---|---|---|---|"]
     reasons = dict(NOT_RUN)
