@@ -133,7 +133,7 @@ def test_refused_commands_leave_a_running_run_alone(tmp_path):
     overrides = ("layer_num=2", "hidden_size=16", "epochs=3000")
     first = start_run(tmp_path, *overrides)
     try:
-        run_dir = wait_for_training(tmp_path, first)
+        run_dir = wait_for_training(tmp_path, first, timeout=300)  # a loaded machine starts slowly
         before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
         refusals = [("threads=-3", "threads=-3")]
         if not torch.cuda.is_available():
