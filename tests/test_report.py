@@ -134,3 +134,12 @@ def test_queue_statistics_from_start_and_exit_lines(tmp_path):
                    "[2026-11-27 04:01:00] exit 0: a\n[2026-11-27 04:01:00] start: c\n"
                    "[2026-11-27 04:03:30] exit 0: b\n[2026-11-27 04:04:00] exit 0: c\n")
     assert report.queue_statistics([log]) == {"jobs": 3, "wall_seconds": 240.0, "peak_parallel_jobs": 2}
+
+
+def test_committed_report_is_what_its_table_gives():
+    """docs/reproduction/README.md is generated: rebuilt from the committed runs.csv and context.json it
+    is identical, so nobody edited it by hand (regenerate with the command it names)."""
+    committed = REPO_ROOT / "docs" / "reproduction"
+    assert report.rebuild(committed) == (committed / "README.md").read_text()
+    rows = report.read_rows(committed / "runs.csv")
+    assert {row["group"] for row in rows} == {group.name for group in report.GROUPS}
