@@ -16,16 +16,17 @@ import csv
 import io
 import json
 import math
+import os
 import platform
 import re
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from atomic_io import atomic_write, atomic_write_json
+from atomic_io import atomic_savefig, atomic_write, atomic_write_json
 
 # A run "shows the law" when ln D_l against l has Pearson r at or below this (design.md: "Pearson r
 # below -0.99" for BatchNorm MLPs on cfm).
@@ -196,8 +197,6 @@ def queue_statistics(log_paths: list[Path]) -> dict | None:
 
 def machine_facts(runs) -> dict:
     """The machine and software of the report's runs."""
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -262,7 +261,6 @@ def draw_group_figure(group: Group, rows: list[dict], runs_by_name: dict, path: 
     figure.suptitle(f"{group.name}: separation fuzziness D_l against layer l "
                     f"({'best lr per setting' if group.lines == 'setting' else 'every lr'})", fontsize=10)
     figure.tight_layout()
-    from atomic_io import atomic_savefig
     atomic_savefig(figure, path, dpi=100)
     plt.close(figure)
     return path
@@ -494,11 +492,11 @@ def write_report(runs, out: Path, queue_logs: list[Path] = (), groups=GROUPS) ->
     by_name = {run.name: run for run in runs}
     queues = []
     for path in queue_logs:
-        statistics_ = queue_statistics([path])
-        if statistics_:
+        queue = queue_statistics([path])
+        if queue:
             command = next((line[len("# command: "):] for line in Path(path).read_text().splitlines()
                             if line.startswith("# command: ")), Path(path).name)
-            queues.append({"command": command, **statistics_})
+            queues.append({"command": command, **queue})
     context = {"machine": machine_facts(runs), "queues": queues,
                "epoch_costs": read_epoch_costs(out / "epoch_costs.csv")}
     out.mkdir(parents=True, exist_ok=True)
