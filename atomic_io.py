@@ -1,4 +1,4 @@
-"""Atomic file writes: every output goes to a temporary file in the target's folder, then os.replace.
+"""Atomic file writes and advisory file locks: every output goes to a temporary file in the target's folder, then os.replace.
 
 A reader (or a rerun after SIGINT, SIGTERM or kill -9) therefore sees either the previous complete file
 or the new complete file, never a half-written one. Temporaries are named `.NAME.tmp-<pid>-*` and
@@ -8,6 +8,7 @@ it by processes that died while writing NAME (a temporary of a live process is n
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import math
@@ -98,3 +99,29 @@ def atomic_torch_save(obj, path: Path | str) -> Path:
 def atomic_savefig(figure, path: Path | str, **kwargs) -> Path:
     suffix = Path(path).suffix.lstrip(".") or "png"
     return atomic_write(path, lambda temporary: figure.savefig(temporary, format=suffix, **kwargs))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | str, wait: bool = True):
+    """Hold an exclusive advisory lock on `path` (created if missing) for the with-block; yields True.
+    With wait=False it does not wait: yields False at once when another process holds the lock."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_held_elsewhere(path: Path | str) -> bool:
+    """Whether another process holds the lock on the existing file `path` right now."""
+    if not Path(path).is_file():
+        return False
+    with file_lock(path, wait=False) as acquired:
+        return not acquired

@@ -1,4 +1,5 @@
-"""Configuration helpers shared by the entry scripts: paths, OmegaConf resolvers and run identity.
+"""Configuration helpers shared by the entry scripts: paths, OmegaConf resolvers, run identity, the
+scalar value rules, and the record of the run directories a command creates.
 
 A run's identity is its resolved configuration minus the execution keys (device, threads, paths,
 progress bar ...), which do not change its results. The run directory name is descriptive (data, model,
@@ -9,11 +10,8 @@ Resolvers registered here (use them in conf/*.yaml):
     ${repo_root:}   absolute path of this repository (paths never depend on the working directory)
     ${run_name:}    the run directory name of the config it appears in
 
-Validation: validate_config refuses any value a run cannot use (ConfigError naming KEY=VALUE and what is
-allowed) before anything is loaded or trained. The Hydra callback ValidateBeforeLaunch (hydra.callbacks
-in conf/config.yaml) runs it on a run -- or on every job of a multirun -- before Hydra creates any
-directory, and records which run directories the command is about to create, so that a run failing
-later removes only a directory of its own (created_by_this_command).
+This module imports no other module of the project: the full validation of a run (experiment.py) puts
+these rules together with the data's, the model's and the training scheme's own checks.
 """
 from __future__ import annotations
 
@@ -21,10 +19,8 @@ import hashlib
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -67,7 +63,7 @@ def run_name(cfg: DictConfig) -> str:
     return "-".join(str(part) for part in parts) + f"-{identity_hash(cfg)}"
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -85,20 +81,20 @@ MAX_SEED = 2 ** 63 - 1
 
 # key -> (predicate, what is allowed); checked in this order before anything is loaded or trained.
 VALUE_RULES = {
-    "layer_num": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (a line fit needs >= 3 points)"),
-    "hidden_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "layer_num": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (a line fit needs >= 3 points)"),
+    "hidden_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "lr": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2 (BatchNorm needs 2 samples)"),
+    "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: is_int(v) and v >= 2, "an integer >= 2 (BatchNorm needs 2 samples)"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
-    "seed": (lambda v: _is_int(v) and 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED} (2**63 - 1)"),
-    "threads": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: torch's default)"),
-    "data.sample_size_per_class": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "analysis.bn_batch_size": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
-    "analysis.eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "analysis.pca_dim": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
-    "analysis.test_subset_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
-    "analysis.every_n_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
+    "seed": (lambda v: is_int(v) and 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED} (2**63 - 1)"),
+    "threads": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: torch's default)"),
+    "data.sample_size_per_class": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "analysis.bn_batch_size": (lambda v: is_int(v) and v >= 2, "an integer >= 2"),
+    "analysis.eval_batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "analysis.pca_dim": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
+    "analysis.test_subset_size": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
+    "analysis.every_n_epochs": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
 }
 
 # Rules of keys that exist only with some choices: (key, applies to this config, predicate, allowed).
@@ -113,17 +109,6 @@ CONDITIONAL_RULES = (
     ("schedule.milestone_fractions", lambda cfg: cfg.get("schedule") is not None,
      _is_fraction_list, "a list of fractions of the epochs, each from 0 to 1"),
 )
-
-# Optimizer state per parameter (besides the parameter and its gradient), for the memory estimate.
-OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2}
-
-
-def input_shape_of(data_cfg: DictConfig) -> tuple[int, int, int]:
-    """(channels, height, width) of a data config's tensors, known without loading anything."""
-    channels = data_cfg.get("channels")
-    count = len(channels) if channels is not None else len(data_cfg.mean)
-    return (count, int(data_cfg.image_size), int(data_cfg.image_size))
-
 
 def _format(value) -> str:
     """A config value as typed on the command line ([1.5,0.9] rather than ListConfig's repr)."""
@@ -156,64 +141,22 @@ def folder_problem(path: Path | str) -> str | None:
     return None
 
 
-def check_folders(cfg: DictConfig, output_keys: tuple[str, ...]) -> None:
-    """ConfigError when a folder of `output_keys` (log_root, figures_dir) cannot be written, or when
-    data_root cannot be written although the data's cache has to be built there."""
-    from data import cache_dir_of, cache_must_be_built
-
+def check_output_folders(cfg: DictConfig, output_keys: tuple[str, ...]) -> None:
+    """ConfigError when a folder of `output_keys` (log_root, figures_dir) cannot be written."""
     for key in output_keys:
         if problem := folder_problem(cfg[key]):
             raise ConfigError(f"{key}={cfg[key]}: {problem}; allowed: a folder this user can write "
                               "(made if missing)")
-    data_root = Path(cfg.data_root)
-    if cache_must_be_built(cfg.data, data_root, int(cfg.seed)):
-        if problem := folder_problem(cache_dir_of(data_root)):
-            raise ConfigError(f"data_root={cfg.data_root}: the cache of data={cfg.data.name} must be built "
-                              f"in it, but {problem}; allowed: a writable folder, or one that holds the cache")
 
 
-def check_memory(cfg: DictConfig, model, device) -> None:
-    """ConfigError when the model's training state (parameters, gradients, optimizer state) exceeds
-    the memory of the device it would train on: such a model could never be allocated."""
-    import torch
-
-    parameters = sum(parameter.numel() for parameter in model.parameters())
-    states = 2 + OPTIMIZER_STATES.get(str(cfg.optimization.get("name")), 2)
-    needed = parameters * states * torch.finfo(torch.float32).bits // 8
-    if device.type == "cuda":
-        available = torch.cuda.get_device_properties(device).total_memory
-    else:
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if needed > available:
-        raise ConfigError(f"hidden_size={cfg.get('hidden_size')}: model {cfg.model.name} then has "
-                          f"{parameters:,} parameters, whose training state needs {needed / 2**30:,.1f} GiB; "
-                          f"allowed: a model whose training state fits in the {available / 2**30:.1f} GiB "
-                          f"of {device.type} memory")
-
-
-def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root", "figures_dir")) -> None:
-    """Raise ConfigError (naming the key, the value and what is allowed) for any invalid value.
-
-    Checks the scalar keys, the optimizer and schedule settings, the choices (measure, BatchNorm mode,
-    training, optimizer, device), the training and test subsets against the dataset's class sizes, the
-    folders written (output_keys, and data_root when its cache must be built), then builds the model on
-    PyTorch's meta device (no memory, no compute) so architecture constraints -- a fixed depth, a block
-    count a model cannot split, a frozen split beyond the model, a model too big for the device's
-    memory -- fail here too.
-    """
-    import torch
-
-    from data import check_split_sizes
-    from representation_analysis import BN_MODES
-    from variance_analysis import MEASURES
-    from train_models import build_model, resolve_device
-
+def check_values(cfg: DictConfig, choices: dict[str, tuple[str, ...]]) -> None:
+    """ConfigError (naming KEY=VALUE and what is allowed) for a scalar value outside VALUE_RULES, a
+    choice key whose value is not among `choices` (key -> allowed names, from the modules that implement
+    them), or an optimizer or schedule setting outside CONDITIONAL_RULES."""
     for key, (allowed, description) in VALUE_RULES.items():
         value = OmegaConf.select(cfg, key)
         if not allowed(value):
             raise ConfigError(f"{key}={_format(value)}: allowed: {description}")
-    choices = {"measure": MEASURES, "analysis.bn_mode": BN_MODES,
-               "training.name": ("standard", "frozen"), "optimization.name": tuple(OPTIMIZER_STATES)}
     for key, allowed in choices.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
@@ -221,30 +164,6 @@ def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root",
     for key, applies, allowed, description in CONDITIONAL_RULES:
         if applies(cfg) and not allowed(value := OmegaConf.select(cfg, key)):
             raise ConfigError(f"{key}={_format(value)}: allowed: {description}")
-    check_split_sizes(cfg.data, cfg.analysis.test_subset_size)
-    device = resolve_device(str(cfg.device))
-    check_folders(cfg, output_keys)
-    try:
-        with torch.device("meta"):
-            model = build_model(cfg, input_shape_of(cfg.data), int(cfg.data.num_classes))
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"model={cfg.model.name}: {error}") from None
-    check_memory(cfg, model, device)
-    points = len(model.measured_points)
-    if points < 3:
-        raise ConfigError(f"layer_num={cfg.layer_num}: model {cfg.model.name} then has {points} measured "
-                          "points; a line fit needs at least 3")
-    if cfg.training.name == "frozen":
-        stages = len(getattr(model, "stages", []))
-        split = cfg.training.get("split")
-        if not (_is_int(split) and 0 < split < stages):
-            raise ConfigError(f"training.split={split}: model {cfg.model.name} has {stages} trainable "
-                              f"stages; allowed: 1..{max(stages - 1, 0)}")
-        if not (_is_int(cfg.training.get("stage1_epochs")) and cfg.training.stage1_epochs >= 1):
-            raise ConfigError(f"training.stage1_epochs={cfg.training.get('stage1_epochs')}: "
-                              "allowed: an integer >= 1")
 
 
 # ------------------------------------------------------------------- validation before Hydra launches
@@ -263,7 +182,7 @@ def created_by_this_command(run_dir: Path | str) -> bool:
     return str(Path(run_dir).absolute()) in new_dirs
 
 
-def _record_new_run_dirs(run_dirs: list[Path]) -> None:
+def record_new_run_dirs(run_dirs: list[Path]) -> None:
     os.environ[NEW_RUN_DIRS_ENV] = json.dumps(
         sorted({str(path.absolute()) for path in run_dirs if not path.exists()}))
 
@@ -283,49 +202,6 @@ def sweep_job_configs(config: DictConfig) -> list[DictConfig] | None:
     overrides = OverridesParser.create(config_loader=loader).parse_overrides(params + task)
     jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
     return [loader.load_sweep_config(config, list(job)) for job in jobs]
-
-
-def refuse_invalid(configs: list[DictConfig]) -> None:
-    """Validate every config; print one `error:` line per distinct problem and exit with status 2 if
-    any is invalid (before any job of them starts)."""
-    errors = []
-    for config in configs:
-        try:
-            validate_config(config)
-        except ConfigError as error:
-            if str(error) not in errors:
-                errors.append(str(error))
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr, flush=True)
-    if errors:
-        raise SystemExit(2)
-
-
-class ValidateBeforeLaunch(Callback):
-    """Hydra callback: validate a run, or every job of a multirun, before Hydra creates a directory or
-    starts a job (a bad value in a sweep's third job stops the sweep before its first trains), and
-    record the run directories the command creates. Acts on `config_name` (the entry's config) only."""
-
-    def __init__(self, config_name: str = "config"):
-        self.config_name = config_name
-
-    def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs) -> None:
-        if config_name != self.config_name:
-            return
-        refuse_invalid([config])
-        _record_new_run_dirs([Path(config.hydra.run.dir)])
-
-    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs) -> None:
-        if config_name != self.config_name:
-            return
-        try:
-            jobs = sweep_job_configs(config)
-        except Exception:  # a job that cannot be composed: Hydra's sweeper reports it itself
-            return
-        if jobs is None:
-            return
-        refuse_invalid(jobs)
-        _record_new_run_dirs([Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir) for job in jobs])
 
 
 def register_resolvers() -> None:

@@ -24,7 +24,6 @@ Build (or check) a cache:  python data.py data=cfm
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -41,12 +40,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from atomic_io import atomic_torch_save
-from config_utils import ConfigError
+from atomic_io import atomic_torch_save, file_lock
+from config_utils import REPO_ROOT, ConfigError, folder_problem
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent
 EMBEDDED_DIR = REPO_ROOT / "embedded"
 CACHE_FORMAT_VERSION = 1
 
@@ -68,16 +66,16 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
 RAW_SOURCES = {
-    "fashion_mnist": {"torchvision_dir": "FashionMNIST/raw", "format": "idx",
+    "fashion_mnist": {"torchvision_class": "FashionMNIST", "torchvision_dir": "FashionMNIST/raw", "format": "idx",
                       "system_dirs": ["fashion-mnist"],
                       "train_class_sizes": [6000] * 10, "test_class_sizes": [1000] * 10,
                       "how": "apt-get install dataset-fashion-mnist, or copy the four *-ubyte(.gz) files"},
-    "mnist": {"torchvision_dir": "MNIST/raw", "format": "idx",
+    "mnist": {"torchvision_class": "MNIST", "torchvision_dir": "MNIST/raw", "format": "idx",
               "system_dirs": ["mnist"],
               "train_class_sizes": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
               "test_class_sizes": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
               "how": "copy the four MNIST *-ubyte(.gz) files"},
-    "cifar10": {"torchvision_dir": "cifar-10-batches-py", "format": "cifar",
+    "cifar10": {"torchvision_class": "CIFAR10", "torchvision_dir": "cifar-10-batches-py", "format": "cifar",
                 "system_dirs": ["cifar-10-batches-py", "cifar10"],
                 "train_class_sizes": [5000] * 10, "test_class_sizes": [1000] * 10,
                 "how": "unpack cifar-10-python.tar.gz (data_batch_1..5, test_batch)"},
@@ -229,9 +227,7 @@ def _download(source: str, data_root: Path, timeout_s: float) -> str:
     """Try torchvision's download into data_root; returns '' on success, else the failure reason."""
     import torchvision
 
-    dataset_class = {"fashion_mnist": torchvision.datasets.FashionMNIST,
-                     "mnist": torchvision.datasets.MNIST,
-                     "cifar10": torchvision.datasets.CIFAR10}[source]
+    dataset_class = getattr(torchvision.datasets, RAW_SOURCES[source]["torchvision_class"])
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
     try:
@@ -307,6 +303,17 @@ def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
+def imbalanced_class_counts(num_classes: int, majority_classes, majority_size: int,
+                            minority_size: int) -> list[int]:
+    """Training images per class: majority_size for the majority classes, minority_size otherwise."""
+    majority = {int(k) for k in majority_classes}
+    unknown = sorted(k for k in majority if not 0 <= k < num_classes)
+    if unknown:
+        raise ValueError(f"data.imbalance.majority_classes={sorted(majority)}: classes {unknown} do not "
+                         f"exist; allowed: 0..{num_classes - 1}")
+    return [int(majority_size) if k in majority else int(minority_size) for k in range(num_classes)]
+
+
 def class_counts_of(data_cfg) -> list[int]:
     """Training images per class: data.class_counts if given, else data.imbalance's majority/minority
     sizes, else sample_size_per_class for each class."""
@@ -314,8 +321,6 @@ def class_counts_of(data_cfg) -> list[int]:
     if counts:
         return [int(c) for c in counts]
     if data_cfg.get("imbalance"):
-        from imbalanced_data import imbalanced_class_counts
-
         return imbalanced_class_counts(int(data_cfg.num_classes), **data_cfg.imbalance)
     return [int(data_cfg.sample_size_per_class)] * int(data_cfg.num_classes)
 
@@ -433,18 +438,6 @@ def read_valid_cache(path: Path, spec: dict) -> dict | None:
     return content
 
 
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """An exclusive advisory lock on `path` (created if missing), held for the with-block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def cache_dir_of(data_root: Path) -> Path:
     return Path(data_root) / "cache"
 
@@ -487,18 +480,35 @@ def normalize(images: torch.Tensor, mean, std, device) -> torch.Tensor:
     return (images.to(device=device, dtype=torch.float32) / 255.0 - mean_t) / std_t
 
 
+def selected_channels(data_cfg) -> list[int]:
+    """The image channels a data config keeps: data.channels, or all of them (one per data.mean)."""
+    channels = data_cfg.get("channels")
+    return [int(c) for c in channels] if channels is not None else list(range(len(data_cfg.mean)))
+
+
+def input_shape_of(data_cfg) -> tuple[int, int, int]:
+    """(channels, height, width) of the tensors prepare_dataset makes, known without loading anything."""
+    return (len(selected_channels(data_cfg)), int(data_cfg.image_size), int(data_cfg.image_size))
+
+
+def check_cache_folder(data_cfg, data_root: Path, split_seed: int) -> None:
+    """ConfigError when the data's cache must be built but data_root cannot be written."""
+    if cache_must_be_built(data_cfg, Path(data_root), split_seed):
+        if problem := folder_problem(cache_dir_of(Path(data_root))):
+            raise ConfigError(f"data_root={data_root}: the cache of data={data_cfg.name} must be built "
+                              f"in it, but {problem}; allowed: a writable folder, or one that holds the cache")
+
+
 def prepare_dataset(data_cfg, data_root: Path, split_seed: int, device: torch.device | str = "cpu",
                     download: bool = True) -> Dataset:
     """Normalized train/test tensors of one dataset config on `device` (channels selected)."""
     content = load_or_build_cache(data_cfg, data_root, split_seed, download=download)
-    channels = data_cfg.get("channels")
+    channels = selected_channels(data_cfg)
     mean, std = list(data_cfg.mean), list(data_cfg.std)
 
     def tensors(images, labels):
         x = normalize(images, mean, std, device)
-        if channels is not None:
-            x = x[:, list(channels)]
-        return x.contiguous(), labels.to(device=device, dtype=torch.long)
+        return x[:, channels].contiguous(), labels.to(device=device, dtype=torch.long)
 
     train_x, train_y = tensors(content["train_images"], content["train_labels"])
     test_x, test_y = tensors(content["test_images"], content["test_labels"])

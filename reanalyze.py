@@ -28,11 +28,11 @@ import torch
 from omegaconf import OmegaConf
 
 from atomic_io import atomic_write_json
-from config_utils import ConfigError, folder_problem, register_resolvers, validate_config
-from data import DatasetUnavailableError, balanced_subset, check_test_subset_of, prepare_dataset
+from config_utils import ConfigError, folder_problem, register_resolvers
+from data import DatasetUnavailableError
+from experiment import measure_split, set_up, test_subset, validate_config
 from plotting import save_profile_figure
-from representation_dynamics_terminal import measure, set_up_execution
-from train_models import build_model
+from variance_analysis import MEASURE_LABELS
 
 SPLITS = ("train", "test")
 MEASUREMENT_KEYS = ("measure", "analysis.bn_mode", "analysis.bn_batch_size", "analysis.pca_dim",
@@ -122,24 +122,19 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
         raise ConfigError(f"{tag}: not a directory name inside {reanalysis_dir}")
     if problem := folder_problem(out_dir):
         raise ConfigError(f"{source}: cannot write {out_dir}: {problem}")
-    device = set_up_execution(cfg)
-    dataset = prepare_dataset(cfg.data, Path(cfg.data_root), int(cfg.seed), device, bool(cfg.download))
-    model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(device)
+    run = set_up(cfg)
     try:
-        model.load_state_dict(checkpoint["model_state"])
+        run.model.load_state_dict(checkpoint["model_state"])
     except (RuntimeError, TypeError) as error:
         raise CheckpointError(f"{checkpoint_path}: its weights do not fit model {cfg.model.name} of its "
                               f"config ({str(error).strip().splitlines()[0]})") from None
-    inputs, labels = dataset.train_x, dataset.train_y
+    inputs, labels = run.dataset.train_x, run.dataset.train_y
     if split == "test":
-        check_test_subset_of(dataset, int(cfg.analysis.test_subset_size))
-        subset = balanced_subset(dataset.test_y, int(cfg.analysis.test_subset_size), dataset.num_classes,
-                                 int(cfg.seed)).to(device)
-        inputs, labels = dataset.test_x[subset], dataset.test_y[subset]
-    layers, fit = measure(model, inputs, labels, cfg, split=split)
-    ylabel = "ln D" if cfg.measure == "within_variance" else f"ln {cfg.measure}"
+        subset = test_subset(cfg, run.dataset)
+        inputs, labels = run.dataset.test_x[subset], run.dataset.test_y[subset]
+    layers, fit = measure_split(cfg, run.model, inputs, labels, split)
     save_profile_figure([(split, layers, fit)], f"{checkpoint_path.parent.name} [{tag}]",
-                        [out_dir / "profile.png"], ylabel=ylabel)
+                        [out_dir / "profile.png"], ylabel=MEASURE_LABELS[str(cfg.measure)])
     return atomic_write_json(out_dir / "results.json", {
         "source": str(checkpoint_path), "overrides": overrides, "split": split,
         "config": OmegaConf.to_container(cfg, resolve=True), "measure": str(cfg.measure),

@@ -13,8 +13,10 @@ BatchNorm modes (analysis.bn_mode):
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import logging
 import math
 import warnings
 
@@ -24,6 +26,7 @@ from torch import nn
 from variance_analysis import (MEASURES, StreamingClassStatistics, class_statistics, fit_log_linear,
                                fuzziness_from_statistics, layer_ratios, pca_reduce)
 BN_MODES = ("eval", "train_batches")
+log = logging.getLogger("representation_dynamics")
 
 
 def bn_mode_label(bn_mode: str, bn_batch_size: int) -> str:
@@ -33,34 +36,49 @@ def bn_mode_label(bn_mode: str, bn_batch_size: int) -> str:
     return "BatchNorm in eval mode (running statistics)"
 
 
-@torch.no_grad()
-def collect_features(model: nn.Module, inputs: torch.Tensor, modules: list[tuple[str, nn.Module]],
-                     batch_size: int, train_mode: bool = False) -> dict[str, torch.Tensor]:
-    """Outputs of `modules` for all `inputs`, flattened to [N, d] per module, from one forward pass
-    per batch of `batch_size` samples. Returns {name: features} in the order of `modules`."""
-    captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in modules}
+@contextlib.contextmanager
+def captured_outputs(model: nn.Module, modules: list[tuple[str, nn.Module]], sink, train_mode: bool = False):
+    """Forward hooks on `modules` that pass each output, flattened to [batch, d], to sink(name, output),
+    with the model in train or eval mode (restored afterwards). Yields `forward(inputs)`, which runs one
+    batch; a module that runs more than once in one forward pass is an error (its outputs could not be
+    told apart)."""
+    seen: set[str] = set()
 
     def hook_for(name):
         def hook(_module, _inputs, output):
-            captured[name].append(output.detach().flatten(start_dim=1))
+            if name in seen:
+                raise ValueError(f"module {name!r} runs more than once per forward pass (a reused module): "
+                                 "its outputs cannot be told apart; measure its parent")
+            seen.add(name)
+            sink(name, output.detach().flatten(start_dim=1))
         return hook
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        seen.clear()
+        return model(inputs)
 
     handles = [module.register_forward_hook(hook_for(name)) for name, module in modules]
     was_training = model.training
     model.train(train_mode)
     try:
-        for start in range(0, inputs.shape[0], batch_size):
-            model(inputs[start:start + batch_size])
+        with torch.no_grad():
+            yield forward
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    features = {name: torch.cat(chunks) for name, chunks in captured.items()}
-    for name, feature in features.items():
-        if feature.shape[0] != inputs.shape[0]:
-            raise ValueError(f"module {name!r} ran {feature.shape[0] // inputs.shape[0]} times per "
-                             "forward pass (a reused module); measure its parent instead")
-    return features
+
+
+def collect_features(model: nn.Module, inputs: torch.Tensor, modules: list[tuple[str, nn.Module]],
+                     batch_size: int, train_mode: bool = False) -> dict[str, torch.Tensor]:
+    """Outputs of `modules` for all `inputs`, flattened to [N, d] per module, from one forward pass
+    per batch of `batch_size` samples. Returns {name: features} in the order of `modules`."""
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in modules}
+    with captured_outputs(model, modules, lambda name, output: captured[name].append(output),
+                          train_mode) as forward:
+        for start in range(0, inputs.shape[0], batch_size):
+            forward(inputs[start:start + batch_size])
+    return {name: torch.cat(chunks) for name, chunks in captured.items()}
 
 
 def measured_features(model: nn.Module, inputs: torch.Tensor, bn_mode: str = "eval",
@@ -183,17 +201,19 @@ def _batches(data, labels, batch_size):
         yield from ((batch[0], batch[1]) for batch in data)
 
 
-@torch.no_grad()
 def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = None, modules=None, *,
                        num_classes: int | None = None, measure: str = "within_variance",
-                       batch_size: int = 500, device: torch.device | str | None = None) -> dict:
-    """Separation profile of any nn.Module, streaming class statistics batch by batch.
+                       batch_size: int = 500, device: torch.device | str | None = None,
+                       pca_dim: int | None = None, segments: list[tuple[int, int]] | None = None) -> dict:
+    """Separation profile of any nn.Module, in eval mode (restored after).
 
     data: an input tensor [N, ...] with `labels` [N], or an iterable of (inputs, labels) batches
     (a DataLoader). modules: None (the model's measured_points), a module type (e.g. nn.ReLU: every
-    submodule of that type) or a list of submodule names. The model runs in eval mode (restored after).
-    Memory per point is O(K d + d^2) whatever N: features are never stored, and the statistics are
-    the float64 sums of variance_analysis.StreamingClassStatistics.
+    submodule of that type) or a list of submodule names. pca_dim: reduce features wider than this by PCA
+    first, as the command line does for the models whose config sets model.pca_dim (then all features are
+    held in memory); without it, memory per point is O(K d + d^2) whatever N: the float64 sums of
+    variance_analysis.StreamingClassStatistics are updated batch by batch. segments: [(first, last), ...]
+    point ranges fitted separately (default: the model's fit_segments, if it declares them).
 
     Returns {"layers": [records as point_records], "fit": the line fit of ln(value) on the index}.
 
@@ -204,42 +224,75 @@ def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = Non
     """
     named = resolve_modules(model, modules)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    statistics: dict[str, StreamingClassStatistics] = {}
-    dims: dict[str, int] = {}
-    current_labels: list[torch.Tensor] = []
-
-    seen_in_batch: set[str] = set()
-
-    def hook_for(name):
-        def hook(_module, _inputs, output):
-            if name in seen_in_batch:
-                raise ValueError(f"module {name!r} runs more than once per forward pass (a reused "
-                                 "module): its outputs cannot be told apart; measure its parent")
-            seen_in_batch.add(name)
-            flat = output.detach().flatten(start_dim=1)
-            dims[name] = flat.shape[1]
-            statistics[name].update(flat, current_labels[-1])
-        return hook
-
     batches = _batches(data, labels, batch_size)
     first_inputs, first_labels = next(batches)
     classes = num_classes or (int(labels.max()) + 1 if labels is not None else None)
     if classes is None:
         raise ValueError("pass num_classes when data is an iterable of batches")
-    statistics.update({name: StreamingClassStatistics(classes) for name, _ in named})
-    handles = [module.register_forward_hook(hook_for(name)) for name, module in named]
-    was_training = model.training
-    model.eval()
-    try:
+    if segments is None:
+        segments = getattr(model, "fit_segments", None)
+    seen_labels: list[torch.Tensor] = []
+    if pca_dim is None:
+        statistics = {name: StreamingClassStatistics(classes) for name, _ in named}
+        dims: dict[str, int] = {}
+
+        def sink(name, output):
+            dims[name] = output.shape[1]
+            statistics[name].update(output, seen_labels[-1])
+    else:
+        captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in named}
+
+        def sink(name, output):
+            captured[name].append(output)
+
+    with captured_outputs(model, named, sink) as forward:
         for inputs, batch_labels in itertools.chain([(first_inputs, first_labels)], batches):
-            current_labels.append(batch_labels.to(device))
-            seen_in_batch.clear()
-            model(inputs.to(device))
-            current_labels.clear()
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    records = point_records(((name, statistics[name].finalize()) for name, _ in named),
-                            [dims[name] for name, _ in named], measure)
-    return {"layers": records, "fit": profile_fit(records)}
+            seen_labels.append(batch_labels.to(device))
+            forward(inputs.to(device))
+    if pca_dim is None:
+        records = point_records(((name, statistics[name].finalize()) for name, _ in named),
+                                [dims[name] for name, _ in named], measure)
+    else:
+        features = {name: torch.cat(chunks) for name, chunks in captured.items()}
+        records = separation_profile(features, torch.cat(seen_labels), measure, pca_dim)
+    return {"layers": records, "fit": profile_fit(records, segments)}
+
+
+def measure_profile(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,
+                    measure: str = "within_variance", bn_mode: str = "eval", bn_batch_size: int = 100,
+                    eval_batch_size: int = 1000, pca_dim: int | None = None,
+                    segments: list[tuple[int, int]] | None = None,
+                    split: str = "train") -> tuple[list[dict], dict | None]:
+    """The command line's measurement of one split: features of the model's measured points in the
+    BatchNorm mode, PCA to pca_dim, the per-point records and their fit (with `segments`). Logs a
+    warning when points are left out of the fit or no fit is possible."""
+    features = measured_features(model, inputs, bn_mode, bn_batch_size, eval_batch_size)
+    layers = separation_profile(features, labels, measure, pca_dim)
+    fit = profile_fit(layers, segments)
+    if fit is None:
+        log.warning("%s split: fewer than two points have a finite, positive %s: no fit", split, measure)
+    elif fit["dropped"]:
+        log.warning("%s split: the fit leaves out %d point(s) whose %s is not finite and positive",
+                    split, fit["dropped"], measure)
+    return layers, fit
+
+
+class DynamicsRecorder:
+    """Training dynamics: calls measure(split_label) -> (layers, fit) at epoch 0 (`start()`) and every
+    `every` epochs and at `last_epoch` during training (as train's on_epoch_end), keeping the values per
+    point and the fit of each recorded epoch in `record`."""
+
+    def __init__(self, measure, every: int, last_epoch: int):
+        self.measure, self.every, self.last_epoch = measure, every, last_epoch
+        self.record = {"epochs": [], "values": [], "fits": []}
+
+    def start(self) -> None:
+        self(0)
+
+    def __call__(self, epoch: int, _train_loss: float | None = None) -> None:
+        if epoch % self.every and epoch != self.last_epoch:
+            return
+        layers, fit = self.measure(f"epoch {epoch}")
+        self.record["epochs"].append(epoch)
+        self.record["values"].append([layer["value"] for layer in layers])
+        self.record["fits"].append(fit)

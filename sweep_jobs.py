@@ -140,7 +140,7 @@ def estimate_cost(cfg) -> float:
     """Estimated seconds of one run of the composed config `cfg` on one CPU thread."""
     import torch
 
-    from config_utils import input_shape_of
+    from data import input_shape_of
     from train_models import build_model
 
     with torch.device("meta"):

@@ -1,17 +1,13 @@
-"""Builders (device, model, optimizer, learning-rate schedule), the training loop and accuracy.
-
-The whole training set lives on the device as one tensor; each epoch draws a fresh permutation from a
-seeded generator and minibatches are index slices of it, so there is no DataLoader and no per-sample
-Python work. Loss values stay on the device and are read once per epoch (divergence check, progress
-bar). The learning rate is divided by `1/gamma` at each milestone (by default 10 at int(E/3) and 100 at
-int(2E/3)).
-
-Used by representation_dynamics_terminal.py; nothing here writes files.
+"""Execution set-up, builders (device, model, optimizer, learning-rate schedule), the training schemes and
+accuracy. Training keeps the whole training set on the device and draws minibatches as index slices of a
+seeded per-epoch permutation (no DataLoader). Nothing here writes files.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 import models
-from config_utils import ConfigError
+from config_utils import ConfigError, is_int
 from models import MeasuredModel
 
 
@@ -35,6 +31,20 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"device={name}: not a torch device; allowed: auto, cpu, cuda, cuda:N") from None
+
+
+def set_up_execution(cfg: DictConfig) -> torch.device:
+    """Device, CPU threads and deterministic kernels, as the execution keys say."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (before its first use)
+    device = resolve_device(str(cfg.device))
+    if int(cfg.threads) > 0:
+        torch.set_num_threads(int(cfg.threads))
+    # Subnormal floats (weights and Adam moments decaying towards zero) slow CPU arithmetic several
+    # fold; flushing them to zero changes values below 1e-38 only.
+    torch.set_flush_denormal(True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    return device
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> MeasuredModel:
@@ -56,6 +66,49 @@ def architectures() -> list[str]:
     """Names of the MeasuredModel classes in models.py."""
     return sorted(name for name, value in vars(models).items() if isinstance(value, type)
                   and issubclass(value, MeasuredModel) and value is not MeasuredModel)
+
+
+def check_buildable(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int,
+                    device: torch.device) -> None:
+    """ConfigError when the configured model cannot be trained: it fails to build (a fixed depth, a
+    block count it cannot split, ...), has fewer than 3 measured points, its training state exceeds the
+    device's memory, or the training scheme does not fit it. The model is built on PyTorch's meta
+    device: no memory, no compute."""
+    try:
+        with torch.device("meta"):
+            model = build_model(cfg, input_shape, num_classes)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model={cfg.model.name}: {error}") from None
+    check_memory(cfg, model, device)
+    points = len(model.measured_points)
+    if points < 3:
+        raise ConfigError(f"layer_num={cfg.layer_num}: model {cfg.model.name} then has {points} measured "
+                          "points; a line fit needs at least 3")
+    TRAINING_SCHEMES[cfg.training.name].check(cfg, model)
+
+
+def check_memory(cfg: DictConfig, model: torch.nn.Module, device: torch.device) -> None:
+    """ConfigError when the model's training state (parameters, gradients, optimizer state) exceeds
+    the memory of the device it would train on: such a model could never be allocated."""
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    states = 2 + OPTIMIZER_STATES.get(str(cfg.optimization.get("name")), 2)
+    needed = parameters * states * torch.finfo(torch.float32).bits // 8
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    else:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise ConfigError(f"hidden_size={cfg.get('hidden_size')}: model {cfg.model.name} then has "
+                          f"{parameters:,} parameters, whose training state needs {needed / 2**30:,.1f} GiB; "
+                          f"allowed: a model whose training state fits in the {available / 2**30:.1f} GiB "
+                          f"of {device.type} memory")
+
+
+# optimization.name -> optimizer state tensors per parameter (for the memory check); build_optimizer
+# builds each.
+OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2}
 
 
 def build_optimizer(optimization_cfg: DictConfig, parameters, lr: float,
@@ -98,7 +151,7 @@ def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 
     schedule_cfg (milestone_fractions, gamma) sets the step schedule; None keeps the lr constant.
     Stops at the first epoch whose mean loss is NaN or infinite (TrainResult.diverged).
-    on_epoch_end(epoch_index_1based) is called after each epoch (e.g. to record dynamics).
+    on_epoch_end(epoch, mean_loss) is called after each epoch (epoch counted from 1).
     """
     device = inputs.device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -135,7 +188,7 @@ def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
             result.diverged, result.diverged_epoch = True, epoch + 1
             break
         if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
+            on_epoch_end(epoch + 1, epoch_loss)
         if progress and epoch % 10 == 0:
             bar.set_postfix(loss=f"{epoch_loss:.4f}", refresh=False)
     bar.close()
@@ -157,11 +210,11 @@ def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tenso
     constant lr (the rest keep their initial parameters); stage 2 freezes those and trains the
     remaining modules for `epochs` epochs with the usual schedule. Each stage has a fresh optimizer
     over its trainable parameters only, so frozen parameters are bit-identical across the stage.
-    on_stage_end(stage_number) is called after each stage; on_epoch_end(epoch) after each epoch,
-    counting the epochs of both stages.
+    on_stage_end(stage_number) is called after each stage; on_epoch_end(epoch, mean_loss) after each
+    epoch, counting the epochs of both stages.
     """
     stages = list(model.stages)
-    split = int(cfg.training.split)  # validated by config_utils.validate_config
+    split = int(cfg.training.split)  # validated by check_frozen
     plan = [(stages[:split], stages[split:], int(cfg.training.stage1_epochs), None),
             (stages[split:], stages[:split], int(cfg.epochs), cfg.schedule)]
     combined = TrainResult(epochs_completed=0, final_train_loss=math.nan)
@@ -174,7 +227,7 @@ def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tenso
         outcome = train(model, inputs, labels, optimizer, epochs=epochs, batch_size=int(cfg.batch_size),
                         base_lr=float(cfg.lr), schedule_cfg=schedule, seed=int(cfg.seed) + number - 1,
                         progress=progress, description=f"{description} stage {number}",
-                        on_epoch_end=on_epoch_end and (lambda epoch: on_epoch_end(offset + epoch)))
+                        on_epoch_end=on_epoch_end and (lambda epoch, loss: on_epoch_end(offset + epoch, loss)))
         if outcome.diverged:
             combined.diverged = True
             combined.diverged_epoch = combined.epochs_completed + outcome.diverged_epoch
@@ -189,17 +242,50 @@ def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tenso
     return combined
 
 
-def run_training(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig, *,
-                 progress: bool = True, description: str = "train", on_epoch_end=None) -> TrainResult:
-    """Train as cfg.training.name says: standard (all parameters, `epochs` epochs) or frozen."""
-    if cfg.training.name == "frozen":
-        return train_frozen(model, inputs, labels, cfg, progress=progress, description=description,
-                            on_epoch_end=on_epoch_end)
+def train_standard(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig, *,
+                   progress: bool = True, description: str = "train", on_epoch_end=None) -> TrainResult:
+    """All parameters for `epochs` epochs with the step schedule."""
     optimizer = build_optimizer(cfg.optimization, model.parameters(), float(cfg.lr),
                                 float(cfg.weight_decay))
     return train(model, inputs, labels, optimizer, epochs=int(cfg.epochs), batch_size=int(cfg.batch_size),
                  base_lr=float(cfg.lr), schedule_cfg=cfg.schedule, seed=int(cfg.seed),
                  progress=progress, description=description, on_epoch_end=on_epoch_end)
+
+
+def check_frozen(cfg: DictConfig, model: MeasuredModel) -> None:
+    """ConfigError unless training.split leaves modules on both sides and stage1_epochs >= 1."""
+    stages = len(getattr(model, "stages", []))
+    split = cfg.training.get("split")
+    if not (is_int(split) and 0 < split < stages):
+        raise ConfigError(f"training.split={split}: model {cfg.model.name} has {stages} trainable "
+                          f"stages; allowed: 1..{max(stages - 1, 0)}")
+    stage1_epochs = cfg.training.get("stage1_epochs")
+    if not (is_int(stage1_epochs) and stage1_epochs >= 1):
+        raise ConfigError(f"training.stage1_epochs={stage1_epochs}: allowed: an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrainingScheme:
+    """A value of training.name (conf/training/<name>.yaml): how to train, how many epochs that makes
+    in all, and the check of its own keys against the model (ConfigError)."""
+
+    train: Callable[..., TrainResult]
+    total_epochs: Callable[[DictConfig], int]
+    check: Callable[[DictConfig, MeasuredModel], None] = lambda cfg, model: None
+
+
+TRAINING_SCHEMES = {
+    "standard": TrainingScheme(train_standard, lambda cfg: int(cfg.epochs)),
+    "frozen": TrainingScheme(train_frozen, lambda cfg: int(cfg.training.stage1_epochs) + int(cfg.epochs),
+                             check_frozen),
+}
+
+
+def run_training(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tensor, cfg: DictConfig, *,
+                 progress: bool = True, description: str = "train", on_epoch_end=None) -> TrainResult:
+    """Train as the scheme cfg.training.name says (TRAINING_SCHEMES)."""
+    return TRAINING_SCHEMES[cfg.training.name].train(model, inputs, labels, cfg, progress=progress,
+                                                     description=description, on_epoch_end=on_epoch_end)
 
 
 @torch.no_grad()

@@ -229,6 +229,9 @@ MEASURES = {"within_variance": fuzziness_from_statistics,
             "between_variance": between_variance_from_statistics,
             "nc1": nc1_from_statistics,
             "cdnv": cdnv_from_statistics}
+# y-axis label of a profile of each measure (figures plot the log of the value)
+MEASURE_LABELS = {"within_variance": "ln D", "between_variance": "ln between_variance",
+                  "nc1": "ln nc1", "cdnv": "ln cdnv"}
 
 
 def pca_reduce(features: torch.Tensor, dim: int) -> torch.Tensor:

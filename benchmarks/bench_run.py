@@ -27,7 +27,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from config_utils import CONF_DIR, register_resolvers  # noqa: E402
 from atomic_io import atomic_torch_save  # noqa: E402
 from data import build_cache_content, load_raw, preprocessing_spec  # noqa: E402
-from representation_dynamics_terminal import run_experiment  # noqa: E402
+from experiment import run_experiment  # noqa: E402
 
 MAIN_JOB = ["data=cfm", "model=GFNN", "layer_num=6", "hidden_size=100", "optimization=adam", "lr=1e-3",
             "epochs=600", "seed=666", "analysis.bn_mode=train_batches", "threads=1", "progress=false"]

@@ -21,9 +21,9 @@ import config_utils
 import data
 import reanalyze
 import summarize_runs
-from config_utils import ConfigError, validate_config
+from config_utils import ConfigError
+from experiment import allocation_failure, discard_unused_run_dir, validate_config
 from representation_analysis import profile_fit, separation_profile
-from representation_dynamics_terminal import allocation_failure, discard_unused_run_dir
 from tests.test_data import cifar_root, fake_images, mnist_root  # noqa: F401  (fixtures)
 from tests.test_end_to_end import ENTRY, REPO_ROOT, results_of, run_cli
 from tests.test_reliability import start_run, wait_for_training
@@ -90,9 +90,9 @@ def test_a_corrupted_checkpoint_gives_one_line(tmp_path):
 def test_a_run_checkpoint_holds_only_what_weights_only_loads(tmp_path):
     path, _ = results_of(run_cli(tmp_path, "layer_num=1", "hidden_size=8", "epochs=1"))
     checkpoint = torch.load(path.parent / "checkpoint.pt", weights_only=True)
-    assert set(checkpoint) == {"model_state", "measured_points", "config"}
+    assert set(checkpoint) == {"model_state", "config"}
     assert all(isinstance(value, torch.Tensor) for value in checkpoint["model_state"].values())
-    assert checkpoint["config"]["layer_num"] == 1 and checkpoint["measured_points"][0] == "flatten"
+    assert checkpoint["config"]["layer_num"] == 1 and "blocks.0.linear.weight" in checkpoint["model_state"]
     assert reanalyze.load_checkpoint(path.parent / "checkpoint.pt").keys() == checkpoint.keys()
 
 

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import class_counts_of, prepare_dataset
-from imbalanced_data import imbalanced_class_counts
+from data import class_counts_of, imbalanced_class_counts, prepare_dataset
 from representation_analysis import measured_features, profile_fit
 from train_models import build_model, train_frozen
 from variance_analysis import separation_fuzziness

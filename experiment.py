@@ -1,0 +1,312 @@
+"""One run, in steps: validate the config, set up (device, data, model), train, measure, write.
+
+representation_dynamics_terminal.py wires Hydra to run_experiment; reanalyze.py and benchmarks/ call the
+steps directly. A run writes into its own directory: results.json (built by results_record),
+profile.png (also copied to figures/), checkpoint.pt and, when recorded, dynamics.png, training.png and
+history.csv.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy
+import torch
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from atomic_io import atomic_torch_save, atomic_write_json, file_lock, lock_held_elsewhere
+from config_utils import (ConfigError, check_output_folders, check_values, created_by_this_command,
+                          identity_hash, record_new_run_dirs, sweep_job_configs)
+from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of,
+                  input_shape_of, prepare_dataset)
+from plotting import save_dynamics_figure, save_profile_figure
+from representation_analysis import BN_MODES, DynamicsRecorder, bn_mode_label, measure_profile
+from train_models import (OPTIMIZER_STATES, TRAINING_SCHEMES, TrainResult, accuracy, build_model,
+                          check_buildable, resolve_device, run_training, set_up_execution)
+from variance_analysis import MEASURE_LABELS, MEASURES
+
+log = logging.getLogger("representation_dynamics")
+
+RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt", "dynamics.png")
+
+
+class RunInProgressError(RuntimeError):
+    """Another process holds the run directory's lock: it is running this configuration right now."""
+
+
+# ------------------------------------------------------------------------------------------ validation
+def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root", "figures_dir")) -> None:
+    """ConfigError (naming KEY=VALUE and what is allowed) for any value a run cannot use, before anything
+    is loaded or trained: the value rules, the choices, the data subsets, the device, the folders written
+    (output_keys, and data_root when the cache must be built) and whether the model can be built and
+    trained (train_models.check_buildable)."""
+    check_values(cfg, {"measure": tuple(MEASURES), "analysis.bn_mode": BN_MODES,
+                       "training.name": tuple(TRAINING_SCHEMES), "optimization.name": tuple(OPTIMIZER_STATES)})
+    check_split_sizes(cfg.data, cfg.analysis.test_subset_size)
+    device = resolve_device(str(cfg.device))
+    check_output_folders(cfg, output_keys)
+    check_cache_folder(cfg.data, Path(cfg.data_root), int(cfg.seed))
+    check_buildable(cfg, input_shape_of(cfg.data), int(cfg.data.num_classes), device)
+
+
+def refuse_invalid(configs: list[DictConfig]) -> None:
+    """Validate every config; print one `error:` line per distinct problem and exit with status 2 if
+    any is invalid (before any job of them starts)."""
+    errors = []
+    for config in configs:
+        try:
+            validate_config(config)
+        except ConfigError as error:
+            if str(error) not in errors:
+                errors.append(str(error))
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    if errors:
+        raise SystemExit(2)
+
+
+class ValidateBeforeLaunch(Callback):
+    """Hydra callback (hydra.callbacks in conf/config.yaml): validate a run, or every job of a multirun,
+    before Hydra creates a directory or starts a job (a bad value in a sweep's third job stops the sweep
+    before its first trains), and record the run directories the command creates, so that a failing run
+    removes only a directory of its own. Acts on `config_name` (the entry's config) only."""
+
+    def __init__(self, config_name: str = "config"):
+        self.config_name = config_name
+
+    def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs) -> None:
+        if config_name != self.config_name:
+            return
+        refuse_invalid([config])
+        record_new_run_dirs([Path(config.hydra.run.dir)])
+
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs) -> None:
+        if config_name != self.config_name:
+            return
+        try:
+            jobs = sweep_job_configs(config)
+        except Exception:  # a job that cannot be composed: Hydra's sweeper reports it itself
+            return
+        if jobs is None:
+            return
+        refuse_invalid(jobs)
+        record_new_run_dirs([Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir) for job in jobs])
+
+
+# ------------------------------------------------------------------------------------------------ steps
+@dataclass
+class SetUp:
+    device: torch.device
+    dataset: Dataset
+    model: torch.nn.Module
+
+
+@dataclass
+class Trained:
+    outcome: TrainResult
+    dynamics: dict | None
+
+
+@dataclass
+class Measurement:
+    layers: list[dict]
+    fit: dict | None
+    test_layers: list[dict]
+    test_fit: dict | None
+    test_samples: int
+    train_accuracy: float
+    test_accuracy: float
+
+
+def set_up(cfg: DictConfig) -> SetUp:
+    """Execution settings, the dataset on the device and the freshly seeded model."""
+    device = set_up_execution(cfg)
+    dataset = prepare_dataset(cfg.data, Path(cfg.data_root), int(cfg.seed), device, bool(cfg.download))
+    check_test_subset_of(dataset, int(cfg.analysis.test_subset_size))  # raw files may hold fewer images
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(cfg, dataset.input_shape, dataset.num_classes).to(device)
+    return SetUp(device, dataset, model)
+
+
+def measure_split(cfg: DictConfig, model, inputs: torch.Tensor, labels: torch.Tensor,
+                  split: str = "train") -> tuple[list[dict], dict | None]:
+    """The profile and fit of one split, measured as the config's measure and analysis keys say."""
+    analysis = cfg.analysis
+    return measure_profile(model, inputs, labels, measure=str(cfg.measure), bn_mode=str(analysis.bn_mode),
+                           bn_batch_size=int(analysis.bn_batch_size),
+                           eval_batch_size=int(analysis.eval_batch_size), pca_dim=analysis.pca_dim,
+                           segments=model.fit_segments, split=split)
+
+
+def test_subset(cfg: DictConfig, dataset: Dataset) -> torch.Tensor:
+    """Indices of the balanced, seeded test subset that is measured besides the training split."""
+    return balanced_subset(dataset.test_y, int(cfg.analysis.test_subset_size), dataset.num_classes,
+                           int(cfg.seed)).to(dataset.test_y.device)
+
+
+def train_step(cfg: DictConfig, run: SetUp, description: str = "train") -> Trained:
+    """Train the model as the training scheme says, recording the dynamics when analysis.every_n_epochs."""
+    recorder = None
+    if int(cfg.analysis.every_n_epochs) > 0:
+        dataset = run.dataset
+        recorder = DynamicsRecorder(lambda split: measure_split(cfg, run.model, dataset.train_x, dataset.train_y,
+                                                                split),
+                                    int(cfg.analysis.every_n_epochs),
+                                    TRAINING_SCHEMES[cfg.training.name].total_epochs(cfg))
+        recorder.start()
+    outcome = run_training(run.model, run.dataset.train_x, run.dataset.train_y, cfg,
+                           progress=bool(cfg.progress), description=description, on_epoch_end=recorder)
+    return Trained(outcome, recorder.record if recorder else None)
+
+
+def measure_step(cfg: DictConfig, run: SetUp) -> Measurement:
+    """The training split's profile, the test subset's (analysis.test_subset_size > 0) and both
+    accuracies of the trained model."""
+    model, dataset = run.model, run.dataset
+    layers, fit = measure_split(cfg, model, dataset.train_x, dataset.train_y)
+    test_layers, test_fit, test_samples = [], None, 0
+    if int(cfg.analysis.test_subset_size) > 0:
+        subset = test_subset(cfg, dataset)
+        test_layers, test_fit = measure_split(cfg, model, dataset.test_x[subset], dataset.test_y[subset], "test")
+        test_samples = subset.numel()
+    eval_batch = int(cfg.analysis.eval_batch_size)
+    return Measurement(layers, fit, test_layers, test_fit, test_samples,
+                       accuracy(model, dataset.train_x, dataset.train_y, eval_batch),
+                       accuracy(model, dataset.test_x, dataset.test_y, eval_batch))
+
+
+def results_record(cfg: DictConfig, run_name: str, trained: Trained, measured: Measurement | None,
+                   timings: dict, device: torch.device) -> dict:
+    """The content of results.json (measured is None for a diverged run: no profile, fit or accuracy)."""
+    outcome = trained.outcome
+    return {"config": OmegaConf.to_container(cfg, resolve=True), "run_name": run_name,
+            "identity_hash": identity_hash(cfg), "measure": str(cfg.measure),
+            "bn_mode": str(cfg.analysis.bn_mode),
+            "measured_with": bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size)),
+            "status": "diverged" if outcome.diverged else "completed",
+            "layers": measured.layers if measured else [], "fit": measured.fit if measured else None,
+            "test_layers": measured.test_layers if measured else [],
+            "test_fit": measured.test_fit if measured else None,
+            "train_accuracy": measured.train_accuracy if measured else None,
+            "test_accuracy": measured.test_accuracy if measured else None,
+            "final_train_loss": outcome.final_train_loss,
+            "epochs_completed": outcome.epochs_completed, "diverged_epoch": outcome.diverged_epoch,
+            "dynamics": trained.dynamics,
+            "history": {"epoch": list(range(1, len(outcome.loss_history) + 1)),
+                        "train_loss": outcome.loss_history},
+            "wall_seconds": sum(timings.values()), "timings": timings, "device": str(device),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "numpy": numpy.__version__, "hydra": hydra.__version__}}
+
+
+def write_step(cfg: DictConfig, run_dir: Path, run: SetUp, trained: Trained, measured: Measurement | None,
+               timings: dict) -> Path:
+    """Checkpoint and figures of a completed run, then results.json (last: its presence means the run
+    finished). Returns the path of results.json."""
+    started = time.perf_counter()
+    if measured is not None:
+        atomic_torch_save({"model_state": run.model.state_dict(),
+                           "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
+        title = f"{run_dir.name}\n{bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))}"
+        ylabel = MEASURE_LABELS[str(cfg.measure)]
+        profiles = [("train", measured.layers, measured.fit)]
+        if measured.test_samples:
+            profiles.append((f"test ({measured.test_samples})", measured.test_layers, measured.test_fit))
+        save_profile_figure(profiles, title, [run_dir / "profile.png", Path(cfg.figures_dir) / f"{run_dir.name}.png"],
+                            ylabel=ylabel)
+        if trained.dynamics:
+            save_dynamics_figure(trained.dynamics, title, run_dir / "dynamics.png", ylabel=ylabel)
+    timings["write"] = time.perf_counter() - started
+    results = results_record(cfg, run_dir.name, trained, measured, timings, run.device)
+    return atomic_write_json(run_dir / "results.json", results)
+
+
+def train_measure_write(cfg: DictConfig, run_dir: Path, timings: dict) -> Path:
+    """Set up, train, measure (unless training diverged) and write one run; `timings` gets the seconds of
+    each step (validation time may already be in it)."""
+    started = time.perf_counter()
+    run = set_up(cfg)
+    timings["setup"] = time.perf_counter() - started
+    log.info("training %s on %s (%d samples, input %s) on %s", cfg.model.name, run.dataset.name,
+             run.dataset.train_x.shape[0], run.dataset.input_shape, run.device)
+    started = time.perf_counter()
+    trained = train_step(cfg, run, description=run_dir.name[:40])
+    timings["train"] = time.perf_counter() - started
+    measured = None
+    if trained.outcome.diverged:
+        log.warning("training diverged at epoch %d (mean loss %s): no measurement, fit or checkpoint",
+                    trained.outcome.diverged_epoch, trained.outcome.final_train_loss)
+    else:
+        started = time.perf_counter()
+        measured = measure_step(cfg, run)
+        timings["measure"] = time.perf_counter() - started
+        fit = measured.fit or {}
+        log.info("fit: pearson_r %s rho %s; accuracy train %.4f test %.4f", fit.get("pearson_r"),
+                 fit.get("rho"), measured.train_accuracy, measured.test_accuracy)
+    return write_step(cfg, run_dir, run, trained, measured, timings)
+
+
+# ---------------------------------------------------------------------------------------- one whole run
+def finished_results(run_dir: Path, cfg: DictConfig) -> Path | None:
+    """results.json of an earlier run of this exact configuration that finished (completed or
+    diverged), or None. Anything unreadable or of another configuration does not count."""
+    path = Path(run_dir) / "results.json"
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same_config = previous.get("identity_hash") == identity_hash(cfg)
+    return path if same_config and previous.get("status") in ("completed", "diverged") else None
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
+    """Validate, train, measure, fit and write every output of one run into run_dir; returns the path
+    of results.json. Raises ConfigError or DatasetUnavailableError before any training.
+
+    A run whose directory already holds a finished results.json of the same configuration is skipped
+    unless cfg.force is true. RunInProgressError when another process is running it right now.
+    """
+    started = time.perf_counter()
+    validate_config(cfg)
+    run_dir = Path(run_dir)
+    if not cfg.force and (previous := finished_results(run_dir, cfg)) is not None:
+        log.info("skipped: %s holds a finished run of this configuration (force=true reruns it)", run_dir)
+        print(f"skipped: {run_dir.name}", flush=True)
+        return previous
+    with file_lock(run_dir / ".lock", wait=False) as owned:
+        if not owned:
+            log.warning("not run: another process is running %s", run_dir)
+            raise RunInProgressError(f"another process is running {run_dir} (its .lock is held); "
+                                     "this one did not run it")
+        for leftover in run_dir.glob(".*.tmp-*"):  # from a run killed while writing
+            leftover.unlink()
+        for output in RUN_OUTPUTS:  # a forced rerun must not leave the old outputs beside new ones
+            (run_dir / output).unlink(missing_ok=True)
+        return train_measure_write(cfg, run_dir, {"validate": time.perf_counter() - started})
+
+
+def discard_unused_run_dir(run_dir: Path) -> None:
+    """Remove the run directory of a run that failed before producing anything, if this command created
+    it (config_utils.created_by_this_command) and no other process holds its lock. A directory that
+    existed before -- another run's, running, finished or interrupted -- or that holds any run output
+    is left alone."""
+    if not (run_dir.is_dir() and created_by_this_command(run_dir)):
+        return
+    if any((run_dir / name).exists() for name in RUN_OUTPUTS) or lock_held_elsewhere(run_dir / ".lock"):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def allocation_failure(error: BaseException) -> bool:
+    """Whether `error` is PyTorch failing to allocate memory (CPU or GPU)."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in str(error)
+                                             or "out of memory" in str(error)))
