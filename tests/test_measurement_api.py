@@ -120,3 +120,30 @@ def test_reanalysis_reproduces_the_run_and_writes_beside_it(tmp_path):
     assert [p["value"] for p in nc1["layers"]] == pytest.approx([p["D"] / 10 for p in original["layers"]])
     after = {p.name: p.stat().st_mtime_ns for p in path.parent.iterdir() if p.is_file()}
     assert after == before  # the original run's files are untouched
+
+
+@pytest.mark.parametrize("model_overrides", [
+    ("model=GResNet", "model.params.block_option=bottleneck", "model.params.feature_option=layer"),
+    ("model=ResNetMixV2", "model.params.feature_option=layer"),
+])
+def test_api_and_command_line_measure_a_trained_residual_network_identically(compose, model_overrides, tmp_path):
+    """measure_separation with the run's pca_dim gives the command line's profile and fits (two segments
+    for ResNetMixV2, taken from the model), value for value; without it the 800-wide points differ (300
+    samples span more than the 100 kept dimensions)."""
+    from experiment import measure_step, set_up, train_step
+
+    cfg = compose("data=cfm", *model_overrides, "epochs=1", "data.sample_size_per_class=30",
+                  "analysis.test_subset_size=0", "analysis.bn_mode=eval", "progress=false", "device=cpu",
+                  f"figures_dir={tmp_path}")
+    run = set_up(cfg)
+    train_step(cfg, run)
+    command_line = measure_step(cfg, run)
+    api = measure_separation(run.model, run.dataset.train_x, run.dataset.train_y,
+                             pca_dim=cfg.analysis.pca_dim, batch_size=cfg.analysis.eval_batch_size)
+    wide = [record["index"] for record in command_line.layers if record["dim"] > 100]
+    assert cfg.analysis.pca_dim == 100 and len(wide) >= 5
+    assert api["layers"] == command_line.layers and api["fit"] == command_line.fit
+    assert len(api["fit"].get("segments", [])) == (2 if "ResNetMixV2" in model_overrides[0] else 0)
+    without_pca = measure_separation(run.model, run.dataset.train_x, run.dataset.train_y)
+    assert all(without_pca["layers"][i]["D"] != pytest.approx(command_line.layers[i]["D"], rel=1e-3)
+               for i in wide if i > 0)  # the input point repeats 100 pixels 8 times: PCA keeps all of it
