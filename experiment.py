@@ -28,7 +28,8 @@ from config_utils import (ConfigError, check_output_folders, check_values, creat
 from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of,
                   input_shape_of, prepare_dataset)
 from plotting import save_dynamics_figure, save_profile_figure
-from representation_analysis import BN_MODES, DynamicsRecorder, bn_mode_label, measure_profile
+from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
+                                     measure_profile, profile_and_fit)
 from train_models import (OPTIMIZER_STATES, TRAINING_SCHEMES, TrainResult, accuracy, build_model,
                           check_buildable, resolve_device, run_training, set_up_execution)
 from variance_analysis import MEASURE_LABELS, MEASURES
@@ -169,18 +170,31 @@ def train_step(cfg: DictConfig, run: SetUp, description: str = "train") -> Train
 
 def measure_step(cfg: DictConfig, run: SetUp) -> Measurement:
     """The training split's profile, the test subset's (analysis.test_subset_size > 0) and both
-    accuracies of the trained model."""
-    model, dataset = run.model, run.dataset
-    layers, fit = measure_split(cfg, model, dataset.train_x, dataset.train_y)
-    test_layers, test_fit, test_samples = [], None, 0
-    if int(cfg.analysis.test_subset_size) > 0:
-        subset = test_subset(cfg, dataset)
-        test_layers, test_fit = measure_split(cfg, model, dataset.test_x[subset], dataset.test_y[subset], "test")
-        test_samples = subset.numel()
-    eval_batch = int(cfg.analysis.eval_batch_size)
-    return Measurement(layers, fit, test_layers, test_fit, test_samples,
-                       accuracy(model, dataset.train_x, dataset.train_y, eval_batch),
-                       accuracy(model, dataset.test_x, dataset.test_y, eval_batch))
+    accuracies of the trained model. In eval mode the accuracy pass over a split also yields its
+    features (one forward where one serves); in train_batches mode the features need their own
+    train-mode passes."""
+    model, dataset, eval_batch = run.model, run.dataset, int(cfg.analysis.eval_batch_size)
+    subset = test_subset(cfg, dataset) if int(cfg.analysis.test_subset_size) > 0 else None
+    test_layers, test_fit = [], None
+    if cfg.analysis.bn_mode == "eval":
+        settings = {"measure": str(cfg.measure), "pca_dim": cfg.analysis.pca_dim, "segments": model.fit_segments}
+        features, train_accuracy = features_and_accuracy(model, dataset.train_x, dataset.train_y,
+                                                         model.measured_modules(), eval_batch)
+        layers, fit = profile_and_fit(features, dataset.train_y, **settings)
+        if subset is None:
+            test_accuracy = accuracy(model, dataset.test_x, dataset.test_y, eval_batch)
+        else:
+            features, test_accuracy = features_and_accuracy(model, dataset.test_x, dataset.test_y,
+                                                            model.measured_modules(), eval_batch, rows=subset)
+            test_layers, test_fit = profile_and_fit(features, dataset.test_y[subset], split="test", **settings)
+    else:
+        layers, fit = measure_split(cfg, model, dataset.train_x, dataset.train_y)
+        if subset is not None:
+            test_layers, test_fit = measure_split(cfg, model, dataset.test_x[subset], dataset.test_y[subset], "test")
+        train_accuracy = accuracy(model, dataset.train_x, dataset.train_y, eval_batch)
+        test_accuracy = accuracy(model, dataset.test_x, dataset.test_y, eval_batch)
+    return Measurement(layers, fit, test_layers, test_fit, 0 if subset is None else subset.numel(),
+                       train_accuracy, test_accuracy)
 
 
 def results_record(cfg: DictConfig, run_name: str, trained: Trained, measured: Measurement | None,

@@ -81,6 +81,34 @@ def collect_features(model: nn.Module, inputs: torch.Tensor, modules: list[tuple
     return {name: torch.cat(chunks) for name, chunks in captured.items()}
 
 
+def features_and_accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+                          modules: list[tuple[str, nn.Module]], batch_size: int,
+                          rows: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], float]:
+    """One eval-mode pass over all `inputs` that serves twice: the features of `modules` for the samples
+    `rows` (all when None; kept in the order of rows) and the accuracy over all inputs (as
+    train_models.accuracy with the same batch size)."""
+    order = torch.arange(inputs.shape[0], device=inputs.device) if rows is None else rows
+    ascending, position = torch.sort(order)
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in modules}
+    kept = None  # offsets within the current batch of the rows it holds
+
+    def sink(name, output):
+        captured[name].append(output[kept])
+
+    correct = 0
+    with captured_outputs(model, modules, sink) as forward:
+        for start in range(0, inputs.shape[0], batch_size):
+            stop = min(start + batch_size, inputs.shape[0])
+            first, last = torch.searchsorted(ascending, torch.tensor([start, stop], device=inputs.device)).tolist()
+            kept = ascending[first:last] - start
+            logits = forward(inputs[start:stop])
+            correct += int((logits.argmax(dim=1) == labels[start:stop]).sum())
+    restore = torch.empty_like(position)
+    restore[position] = torch.arange(position.numel(), device=position.device)
+    features = {name: torch.cat(chunks)[restore] for name, chunks in captured.items()}
+    return features, correct / inputs.shape[0]
+
+
 def measured_features(model: nn.Module, inputs: torch.Tensor, bn_mode: str = "eval",
                       bn_batch_size: int = 100, eval_batch_size: int = 1000,
                       modules: list[tuple[str, nn.Module]] | None = None) -> dict[str, torch.Tensor]:
@@ -267,6 +295,13 @@ def measure_profile(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     BatchNorm mode, PCA to pca_dim, the per-point records and their fit (with `segments`). Logs a
     warning when points are left out of the fit or no fit is possible."""
     features = measured_features(model, inputs, bn_mode, bn_batch_size, eval_batch_size)
+    return profile_and_fit(features, labels, measure=measure, pca_dim=pca_dim, segments=segments, split=split)
+
+
+def profile_and_fit(features: dict[str, torch.Tensor], labels: torch.Tensor, *, measure: str = "within_variance",
+                    pca_dim: int | None = None, segments: list[tuple[int, int]] | None = None,
+                    split: str = "train") -> tuple[list[dict], dict | None]:
+    """separation_profile and profile_fit of measured features, with measure_profile's warnings."""
     layers = separation_profile(features, labels, measure, pca_dim)
     fit = profile_fit(layers, segments)
     if fit is None:

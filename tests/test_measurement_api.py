@@ -127,13 +127,15 @@ def test_reanalysis_reproduces_the_run_and_writes_beside_it(tmp_path):
     ("model=ResNetMixV2", "model.params.feature_option=layer"),
 ])
 def test_api_and_command_line_measure_a_trained_residual_network_identically(compose, model_overrides, tmp_path):
-    """measure_separation with the run's pca_dim gives the command line's profile and fits (two segments
-    for ResNetMixV2, taken from the model), value for value; without it the 800-wide points differ (300
+    """measure_separation with the run's pca_dim gives the command line's profiles and fits (two segments
+    for ResNetMixV2, taken from the model), value for value, for the training split and the test
+    subset; the accuracies are train_models.accuracy's; without pca_dim the 800-wide points differ (300
     samples span more than the 100 kept dimensions)."""
-    from experiment import measure_step, set_up, train_step
+    from experiment import measure_step, set_up, test_subset, train_step
+    from train_models import accuracy
 
     cfg = compose("data=cfm", *model_overrides, "epochs=1", "data.sample_size_per_class=30",
-                  "analysis.test_subset_size=0", "analysis.bn_mode=eval", "progress=false", "device=cpu",
+                  "analysis.test_subset_size=100", "analysis.bn_mode=eval", "progress=false", "device=cpu",
                   f"figures_dir={tmp_path}")
     run = set_up(cfg)
     train_step(cfg, run)
@@ -144,6 +146,13 @@ def test_api_and_command_line_measure_a_trained_residual_network_identically(com
     assert cfg.analysis.pca_dim == 100 and len(wide) >= 5
     assert api["layers"] == command_line.layers and api["fit"] == command_line.fit
     assert len(api["fit"].get("segments", [])) == (2 if "ResNetMixV2" in model_overrides[0] else 0)
+    # the test subset's features come out of the test-accuracy pass (batches of 1,000 test images)
+    subset = test_subset(cfg, run.dataset)
+    api_test = measure_separation(run.model, run.dataset.test_x[subset], run.dataset.test_y[subset],
+                                  pca_dim=cfg.analysis.pca_dim, batch_size=100)
+    assert api_test["layers"] == command_line.test_layers and api_test["fit"] == command_line.test_fit
+    assert command_line.test_accuracy == accuracy(run.model, run.dataset.test_x, run.dataset.test_y, 1000)
+    assert command_line.train_accuracy == accuracy(run.model, run.dataset.train_x, run.dataset.train_y, 1000)
     without_pca = measure_separation(run.model, run.dataset.train_x, run.dataset.train_y)
     assert all(without_pca["layers"][i]["D"] != pytest.approx(command_line.layers[i]["D"], rel=1e-3)
                for i in wide if i > 0)  # the input point repeats 100 pixels 8 times: PCA keeps all of it
