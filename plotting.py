@@ -1,4 +1,5 @@
-"""Figures of separation profiles: ln D_l against the point index l, with the fitted line(s).
+"""Figures of separation profiles (ln D_l against the point index l, with the fitted line(s)) and of
+training curves (loss and accuracies against the epoch).
 
 Matplotlib runs headless (Agg); figures are written atomically.
 """
@@ -80,6 +81,34 @@ def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "
     for axes in (left, right):
         axes.grid(alpha=0.3)
     figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    atomic_savefig(figure, path, dpi=120)
+    plt.close(figure)
+
+
+def save_training_figure(history: dict, title: str, path: Path) -> None:
+    """Top: mean train loss per epoch (log y axis). Bottom: train and test accuracy at the epochs they
+    were measured (history["accuracy_epoch"]), sharing the epoch axis. `history` is results.json's."""
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(5.0, 5.0))
+    losses = [(e, v) for e, v in zip(history["epoch"], history["train_loss"])
+              if isinstance(v, float) and math.isfinite(v) and v > 0]
+    if losses:
+        top.plot(*zip(*losses), "-", color=COLORS[0], linewidth=1)
+    top.set_yscale("log")
+    top.set_ylabel("train loss")
+    accuracy_epochs = history.get("accuracy_epoch") or []
+    if accuracy_epochs:
+        bottom.plot(accuracy_epochs, history["train_accuracy"], "o-", color=COLORS[0], markersize=3,
+                    linewidth=1, label="train")
+        bottom.plot(accuracy_epochs, history["test_accuracy"], "s-", color=COLORS[1], markersize=3,
+                    linewidth=1, label="test")
+        bottom.legend(fontsize=8)
+    bottom.set_ylabel("accuracy")
+    bottom.set_xlabel("epoch")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axes in (top, bottom):
+        axes.grid(alpha=0.3)
+    top.set_title(title, fontsize=8)
     figure.tight_layout()
     atomic_savefig(figure, path, dpi=120)
     plt.close(figure)
