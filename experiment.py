@@ -2,8 +2,8 @@
 
 representation_dynamics_terminal.py wires Hydra to run_experiment; reanalyze.py and benchmarks/ call the
 steps directly. A run writes into its own directory: results.json (built by results_record),
-profile.png (also copied to figures/), checkpoint.pt and, when recorded, dynamics.png, training.png and
-history.csv.
+profile.png (also copied to figures/), checkpoint.pt, training.png and history.csv (the training
+curves), dynamics.png with analysis.every_n_epochs and tensorboard/ with logger=tensorboard.
 """
 from __future__ import annotations
 
@@ -27,16 +27,17 @@ from config_utils import (ConfigError, check_output_folders, check_values, creat
                           identity_hash, record_new_run_dirs, sweep_job_configs)
 from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of,
                   input_shape_of, prepare_dataset)
-from plotting import save_dynamics_figure, save_profile_figure
+from plotting import save_dynamics_figure, save_profile_figure, save_training_figure
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
                                      measure_profile, profile_and_fit)
 from train_models import (OPTIMIZER_STATES, TRAINING_SCHEMES, TrainResult, accuracy, build_model,
                           check_buildable, resolve_device, run_training, set_up_execution)
+from training_curves import TrainingCurves, check_logger, tensorboard_writer
 from variance_analysis import MEASURE_LABELS, MEASURES
 
 log = logging.getLogger("representation_dynamics")
 
-RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt", "dynamics.png")
+RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt", "dynamics.png", "training.png", "history.csv")
 
 
 class RunInProgressError(RuntimeError):
@@ -56,6 +57,7 @@ def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root",
     check_output_folders(cfg, output_keys)
     check_cache_folder(cfg.data, Path(cfg.data_root), int(cfg.seed))
     check_buildable(cfg, input_shape_of(cfg.data), int(cfg.data.num_classes), device)
+    check_logger(cfg.get("logger"))
 
 
 def refuse_invalid(configs: list[DictConfig]) -> None:
@@ -114,6 +116,7 @@ class SetUp:
 class Trained:
     outcome: TrainResult
     dynamics: dict | None
+    curves: TrainingCurves
 
 
 @dataclass
@@ -153,19 +156,35 @@ def test_subset(cfg: DictConfig, dataset: Dataset) -> torch.Tensor:
                            int(cfg.seed)).to(dataset.test_y.device)
 
 
-def train_step(cfg: DictConfig, run: SetUp, description: str = "train") -> Trained:
-    """Train the model as the training scheme says, recording the dynamics when analysis.every_n_epochs."""
+def train_step(cfg: DictConfig, run: SetUp, run_dir: Path | None = None, description: str = "train") -> Trained:
+    """Train the model as the training scheme says, recording the training curves (losses; accuracies
+    every curves_every_n_epochs; TensorBoard scalars with logger=tensorboard into run_dir/tensorboard)
+    and, with analysis.every_n_epochs, the dynamics of the separation profile."""
+    dataset = run.dataset
+    writer = tensorboard_writer(run_dir / "tensorboard") if cfg.get("logger") == "tensorboard" and run_dir else None
+    curves = TrainingCurves(run.model, dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y,
+                            int(cfg.get("curves_every_n_epochs") or 0), int(cfg.analysis.eval_batch_size),
+                            writer)
+    curves.start()
     recorder = None
     if int(cfg.analysis.every_n_epochs) > 0:
-        dataset = run.dataset
         recorder = DynamicsRecorder(lambda split: measure_split(cfg, run.model, dataset.train_x, dataset.train_y,
                                                                 split),
                                     int(cfg.analysis.every_n_epochs),
                                     TRAINING_SCHEMES[cfg.training.name].total_epochs(cfg))
         recorder.start()
-    outcome = run_training(run.model, run.dataset.train_x, run.dataset.train_y, cfg,
-                           progress=bool(cfg.progress), description=description, on_epoch_end=recorder)
-    return Trained(outcome, recorder.record if recorder else None)
+
+    def on_epoch_end(epoch: int, loss: float) -> None:
+        curves(epoch, loss)
+        if recorder:
+            recorder(epoch)
+
+    outcome = run_training(run.model, dataset.train_x, dataset.train_y, cfg, progress=bool(cfg.progress),
+                           description=description, on_epoch_end=on_epoch_end)
+    if outcome.diverged:  # training stopped before the epoch's callback
+        curves(outcome.epochs_completed, outcome.final_train_loss)
+    curves.finish()
+    return Trained(outcome, recorder.record if recorder else None, curves)
 
 
 def measure_step(cfg: DictConfig, run: SetUp) -> Measurement:
@@ -214,8 +233,7 @@ def results_record(cfg: DictConfig, run_name: str, trained: Trained, measured: M
             "final_train_loss": outcome.final_train_loss,
             "epochs_completed": outcome.epochs_completed, "diverged_epoch": outcome.diverged_epoch,
             "dynamics": trained.dynamics,
-            "history": {"epoch": list(range(1, len(outcome.loss_history) + 1)),
-                        "train_loss": outcome.loss_history},
+            "history": trained.curves.record,
             "wall_seconds": sum(timings.values()), "timings": timings, "device": str(device),
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": numpy.__version__, "hydra": hydra.__version__}}
@@ -226,6 +244,8 @@ def write_step(cfg: DictConfig, run_dir: Path, run: SetUp, trained: Trained, mea
     """Checkpoint and figures of a completed run, then results.json (last: its presence means the run
     finished). Returns the path of results.json."""
     started = time.perf_counter()
+    trained.curves.write_csv(run_dir / "history.csv")
+    save_training_figure(trained.curves.record, run_dir.name, run_dir / "training.png")
     if measured is not None:
         atomic_torch_save({"model_state": run.model.state_dict(),
                            "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
@@ -252,7 +272,7 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, timings: dict) -> Path:
     log.info("training %s on %s (%d samples, input %s) on %s", cfg.model.name, run.dataset.name,
              run.dataset.train_x.shape[0], run.dataset.input_shape, run.device)
     started = time.perf_counter()
-    trained = train_step(cfg, run, description=run_dir.name[:40])
+    trained = train_step(cfg, run, run_dir, description=run_dir.name[:40])
     timings["train"] = time.perf_counter() - started
     measured = None
     if trained.outcome.diverged:
@@ -304,6 +324,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
             leftover.unlink()
         for output in RUN_OUTPUTS:  # a forced rerun must not leave the old outputs beside new ones
             (run_dir / output).unlink(missing_ok=True)
+        for events in run_dir.glob("tensorboard/events.out.tfevents.*"):  # written by earlier runs of it
+            events.unlink()
         return train_measure_write(cfg, run_dir, {"validate": time.perf_counter() - started})
 
 

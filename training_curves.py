@@ -23,12 +23,16 @@ from train_models import accuracy
 CSV_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy")
 
 
-def tensorboard_writer(log_dir: Path | str):
-    """A torch.utils.tensorboard.SummaryWriter writing event files into log_dir; ConfigError naming
-    the key when the tensorboard package is not installed."""
-    if importlib.util.find_spec("tensorboard") is None:
+def check_logger(logger: str | None) -> None:
+    """ConfigError naming the key when logger=tensorboard but the tensorboard package is not installed."""
+    if logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("logger=tensorboard: the tensorboard package is not installed "
                           "(pip install -r requirements.txt); allowed: none")
+
+
+def tensorboard_writer(log_dir: Path | str):
+    """A torch.utils.tensorboard.SummaryWriter writing event files into log_dir (check_logger first)."""
+    check_logger("tensorboard")
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(log_dir))
