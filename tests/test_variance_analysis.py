@@ -165,3 +165,81 @@ def test_pca_reduction_keeps_fuzziness_when_it_keeps_the_span():
     y = torch.from_numpy(labels)
     assert separation_fuzziness(reduced, y) == pytest.approx(separation_fuzziness(x, y), rel=1e-8)
     assert pca_reduce(x, 100).shape == (x.shape[0], 30)  # narrower than the target: only centered
+
+
+def svd_reduce(features: torch.Tensor, dim: int) -> torch.Tensor:
+    """The former pca_reduce: U S[:dim] of the thin SVD of the centered float64 features."""
+    centered = features.to(torch.float64) - features.to(torch.float64).mean(dim=0)
+    left, singular, _ = torch.linalg.svd(centered, full_matrices=False)
+    return left[:, :dim] * singular[:dim]
+
+
+def clustered_features(n: int, d: int, rank: int | None = None, seed: int = 0):
+    """Features [n, d] of 10 classes (centers plus noise): float32 like a network's, or float64 of
+    exactly the given rank (float32 rounding would lift the rank to full)."""
+    generator = torch.Generator().manual_seed(seed)
+    dtype = torch.float32 if rank is None else torch.float64
+    labels = torch.arange(10).repeat_interleave(n // 10)
+    width = rank or d
+    latent = (2.0 * torch.randn(10, width, generator=generator, dtype=dtype)[labels]
+              + torch.randn(n, width, generator=generator, dtype=dtype))
+    if rank is not None:
+        latent = latent @ torch.randn(rank, d, generator=generator, dtype=dtype)
+    return latent, labels
+
+
+def relative_gap(observed: torch.Tensor, expected: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(observed - expected) / torch.linalg.matrix_norm(expected))
+
+
+@pytest.mark.parametrize("n, d, dim", [(300, 2000, 100),  # N < d: the N x N Gram route
+                                       (500, 60, 40)])    # N > d: the d x d covariance route
+def test_pca_reduce_matches_the_svd_projection(n, d, dim):
+    features, labels = clustered_features(n, d)
+    reduced, reference = pca_reduce(features, dim), svd_reduce(features, dim)
+    assert reduced.dtype == torch.float64 and reduced.shape == reference.shape == (n, dim)
+    # Columns may differ in sign: the Gram matrix P P^T and D do not see it.
+    assert relative_gap(reduced @ reduced.T, reference @ reference.T) < 1e-8
+    expected = separation_fuzziness(reference, labels)
+    assert 0.005 < expected < 1.0
+    assert separation_fuzziness(reduced, labels) == pytest.approx(expected, rel=1e-8)
+    variances = reduced.square().sum(dim=0)
+    assert bool((variances[:-1] >= variances[1:]).all())  # components in descending order
+
+
+@pytest.mark.parametrize("n, d, dim", [(200, 300, 50),    # N x N route
+                                       (500, 120, 50),    # d x d route
+                                       (100, 300, 100)])  # N x N route keeping every eigenvalue
+def test_pca_reduce_of_rank_deficient_features(n, d, dim):
+    # Rank 30 < dim: the first 30 components span the data, so D equals the unreduced features' D. The
+    # others are rounding noise in arbitrary directions (the SVD's of size eps^2, eigh's up to eps times
+    # the top variance; eigenvalues rounded below 0 are clamped): P P^T and D agree all the same.
+    features, labels = clustered_features(n, d, rank=30)
+    reduced, reference = pca_reduce(features, dim), svd_reduce(features, dim)
+    assert reduced.shape == (n, dim)
+    assert relative_gap(reduced @ reduced.T, reference @ reference.T) < 1e-8
+    expected = separation_fuzziness(features, labels)
+    assert 0.5 < expected < 5.0
+    assert separation_fuzziness(reference, labels) == pytest.approx(expected, rel=1e-8)
+    assert separation_fuzziness(reduced, labels) == pytest.approx(expected, rel=1e-8)
+    variances = reduced.square().sum(dim=0)
+    assert float(variances[:30].min()) > 1e-3 * float(variances[0])
+    assert float(variances[30:].max()) < 1e-13 * float(variances[0])
+
+
+def test_pca_reduce_returns_narrow_features_only_centered():
+    features, _ = clustered_features(200, 40)
+    centered = features.double() - features.double().mean(dim=0)
+    assert torch.equal(pca_reduce(features, 40), centered)
+    assert torch.equal(pca_reduce(features, 100), centered)
+
+
+@pytest.mark.parametrize("n, d", [(50, 300), (400, 120)])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_pca_reduce_raises_linalg_error_on_non_finite_features(n, d, bad):
+    # eigh returns NaNs for a non-finite matrix where the SVD raised: callers rely on the error
+    # (representation_analysis.not_finite_on_failure).
+    features, _ = clustered_features(n, d)
+    features[3, 7] = bad
+    with pytest.raises(torch.linalg.LinAlgError, match="non-finite"):
+        pca_reduce(features, 20)
