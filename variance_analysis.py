@@ -138,18 +138,6 @@ class StreamingClassStatistics:
         return ClassStatistics(counts, means + self.shift, class_sq_dev, within=within)
 
 
-def between_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """SS_b as an explicit [d, d] matrix (for inspection and tests; D never needs it)."""
-    factor = class_statistics(features, labels).between_factor()
-    return factor.T @ factor
-
-
-def within_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """SS_w as an explicit [d, d] matrix."""
-    stats = class_statistics(features, labels)
-    return stats.within_factor.T @ stats.within_factor
-
-
 def _pinv_of_between_factor(factor: torch.Tensor) -> torch.Tensor | None:
     """pinv(B) of shape [d, K] for B [K, d], cutting singular values below max(K, d) * eps * s_max
     (numpy's matrix_rank rule). Returns None when B is exactly zero (all class means equal)."""

@@ -5,9 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from variance_analysis import (between_class_scatter, between_variance, class_statistics,
+from variance_analysis import (between_variance, class_statistics,
                                fit_log_linear, fuzziness_from_statistics, layer_ratios, pca_reduce,
-                               separation_fuzziness, within_class_scatter)
+                               separation_fuzziness)
+
+
+def between_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SS_b as an explicit [d, d] matrix, from the factor class_statistics keeps (D never forms it)."""
+    factor = class_statistics(features, labels).between_factor()
+    return factor.T @ factor
+
+
+def within_class_scatter(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SS_w as an explicit [d, d] matrix."""
+    stats = class_statistics(features, labels)
+    return stats.within_factor.T @ stats.within_factor
 
 
 def direct_fuzziness(features: np.ndarray, labels: np.ndarray) -> float:
