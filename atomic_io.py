@@ -1,9 +1,6 @@
-"""Atomic file writes and advisory file locks: every output goes to a temporary file in the target's folder, then os.replace.
-
-A reader (or a rerun after SIGINT, SIGTERM or kill -9) therefore sees either the previous complete file
-or the new complete file, never a half-written one. Temporaries are named `.NAME.tmp-<pid>-*` and
-ignored by everything that reads outputs; a successful write of NAME removes the stale ones left beside
-it by processes that died while writing NAME (a temporary of a live process is never touched).
+"""Atomic file writes (a temporary file beside the target, then os.replace: readers see the old or the
+new file, never half of one; stale temporaries of dead writers are removed by the next write of that
+file) and advisory file locks.
 """
 from __future__ import annotations
 

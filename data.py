@@ -1,25 +1,11 @@
-"""Datasets of the equi-separation experiments: raw sources -> cached uint8 tensors -> normalized tensors.
+"""Datasets: raw sources -> cached uint8 tensors -> normalized tensors on the device.
 
-Datasets (conf/data/*.yaml): cm (MNIST 10x10), cfm (Fashion-MNIST 10x10), cc (CIFAR-10 10x10, green
-channel), fashion_mnist (32x32), cifar10 (3x32x32), imbalanced_cfm. The training set is the first
-`sample_size_per_class` images of each class in a seeded shuffle of the official training split (or
-`class_counts` per class); the test set is the whole official test split.
+Sources, in order: the cache (data_root/cache, then embedded/), raw files in torchvision's layout under
+data_root, the OS's dataset packages (SYSTEM_DATASETS_DIR), torchvision's download. Raw files and caches
+are untrusted input: CIFAR-10 pickles go through a restricted unpickler, caches through
+torch.load(weights_only=True) and a checksum.
 
-Images are resized exactly as torchvision's Resize does on a PIL image (antialiased bilinear), so a
-resized image is still uint8: the cache stores uint8 images plus the normalization and metadata, and
-normalization happens when the tensors are moved to the device.
-
-Sources, in order: the project's cache (data_root/cache, then the caches shipped in embedded/), raw files
-in torchvision's layout under data_root, the operating system's dataset packages
-(/usr/share/datasets/...; the environment variable SYSTEM_DATASETS_DIR names another folder), torchvision's
-download. Offline with none of these, a DatasetUnavailableError names the dataset, every place searched
-and how to supply the files.
-
-Raw files are untrusted input: CIFAR-10's pickles are read by an unpickler that admits only what the
-format holds (dicts, lists, bytes, str, numbers and numpy arrays), so a crafted batch is refused with a
-RawFileError and runs nothing; so is a malformed IDX file. The cache is read with torch.load(weights_only=True).
-
-Build (or check) a cache:  python data.py data=cfm
+    python data.py data=cfm          # build (or check) a cache
 """
 from __future__ import annotations
 

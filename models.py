@@ -1,32 +1,6 @@
-"""Architectures of the equi-separation experiments, each declaring its measured points.
-
-Every architecture is a class constructed as Class(input_shape, num_classes, **model.params), where
-model.params comes from conf/model/NAME.yaml (it may interpolate top-level keys such as ${layer_num}).
-A model lists in `measured_points` the names of its submodules whose outputs are measured, in depth
-order; representation_analysis.py collects all of them in one forward pass with forward hooks. The
-classifier's logits are never a measured point. Builders that turn configs into models live in
-train_models.py; this file holds architectures only.
-
-MLP family (w = hidden_size, L = layer_num; a hidden block is Linear -> BatchNorm1d -> ReLU):
-    GFNN          input block (in -> w), L blocks (w -> w), linear classifier; points: input + L + 1 blocks
-    GFNNNoBN      GFNN without BatchNorm          GLNN  GFNN without ReLU (linearized)
-    GFNNOriginal  GFNN on the full-size flattened image
-    FNNSW / FNNWS / FNNMIX  seven hidden blocks whose widths are multiples of w
-
-Convolutional networks (32x32 images whose channels are first repeated, as the original did; a conv
-block is Conv2d -> BatchNorm2d -> ReLU; FC blocks are LinearBlocks):
-    VGG          VGG13's conv plan (64,64,M,...,512,512,M) of 5x5 convs, 2 FC blocks of 4096, classifier;
-                 points: repeated input, each conv block (before pooling), each FC block (13)
-    AlexNet      five 5x5 conv blocks (64,192,384,256,256), 3x3/2 max-pools after the 1st, 2nd and 5th,
-                 2 FC blocks of 4096, classifier; points: repeated input, 5 convs, 2 FC blocks (8)
-Residual networks (repeated input, one stage of block_num stride-1 residual blocks at `channels`
-channels, a linear classifier on the flattened map):
-    GResNet      basicblock (two 3x3 convs) or bottleneck (three 5x5 convs) blocks;
-                 feature_option=block: repeated input + each block output (block_num + 1 points);
-                 feature_option=layer: repeated input + every conv (the last one of a block measured
-                 after the residual add and ReLU, i.e. the block output)
-    ResNetMixV2  block_num/2 bottleneck blocks, then block_num/2 basic blocks; two fit segments split
-                 at the output of the last bottleneck block
+"""Architectures, each built as Class(input_shape, num_classes, **model.params) (conf/model/NAME.yaml)
+and declaring in `measured_points` the submodules whose outputs are measured, in depth order: the MLP
+family (GFNN and its variants), PlainCNN (VGG13, AlexNet) and ResidualNet (GResNet, ResNetMixV2).
 """
 from __future__ import annotations
 

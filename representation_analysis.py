@@ -1,15 +1,7 @@
-"""Per-layer features of a model in one forward pass, and the separation profile (D per point).
-
-Features are captured with forward hooks on the modules a model declares in `measured_points` (or any
-modules a caller names), so every point comes out of the same single pass: no per-model branches and
-no re-running of the network per layer. Measurement runs under torch.no_grad() and never changes the
-model: in the original's BatchNorm "train_batches" mode it works on a copy, so running statistics stay
-as training left them.
-
-BatchNorm modes (analysis.bn_mode):
-    train_batches  the paper's protocol (default): train-mode BatchNorm over consecutive batches of
-                   analysis.bn_batch_size (100) stored samples, batch statistics per batch
-    eval           BatchNorm uses its running statistics (deterministic, batch-independent)
+"""Features of a model's measured points from one hooked forward pass per batch, the separation profile
+(one record per point) and its fit, for the command line (measure_profile) and for any nn.Module
+(measure_separation). Measuring never changes the model: BatchNorm's train_batches mode (the paper's
+protocol) works on a copy.
 """
 from __future__ import annotations
 
