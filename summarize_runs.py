@@ -114,7 +114,9 @@ class Run:
         parts = []
         if self._select("training.name") not in (None, "standard"):
             parts.append(self._select("training.name"))
-        parts += [str(self.config[key]) for key in ("block_option", "feature_option") if key in self.config]
+        params = self._select("model.params")
+        if isinstance(params, dict):
+            parts += [str(params[key]) for key in ("block_option", "feature_option") if key in params]
         if self.config.get("measure", "within_variance") != "within_variance":
             parts.append(self.config["measure"])
         if self._select("analysis.bn_mode") not in (None, "train_batches"):
