@@ -45,11 +45,20 @@ EXECUTION_KEYS = ("hydra", "device", "threads", "progress", "download", "data_ro
 LOOKUP_KEY = "lookup"
 
 
+# Model keys that label a run for tables and figures and are derived from keys the identity holds
+# (model.depth: from layer_num or model.params): left out, so that declaring them kept every existing
+# run's identity.
+LABEL_MODEL_KEYS = ("depth",)
+
+
 def run_identity(cfg: DictConfig) -> dict:
-    """The resolved config without execution keys and lookup tables: what determines its results."""
+    """The resolved config without execution keys, lookup tables and model labels: what determines
+    its results."""
     keys = [key for key in cfg.keys() if key not in EXECUTION_KEYS]
     identity = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     identity.pop(LOOKUP_KEY, None)
+    for key in LABEL_MODEL_KEYS:
+        identity["model"].pop(key, None)
     return identity
 
 

@@ -43,6 +43,25 @@ def test_run_name_is_deterministic_and_ignores_execution_keys(compose):
     assert "device" not in run_identity(base) and "epochs" in run_identity(base)
 
 
+# (overrides, model.depth, model.tag) of every model config
+MODEL_LABELS = [
+    (("model=GFNN", "layer_num=2"), 2, "L2-w100"), (("model=GFNNNoBN",), 6, "L6-w100"),
+    (("model=GLNN", "layer_num=18"), 18, "L18-w100"), (("model=GFNNOriginal", "hidden_size=1000"), 6, "L6-w1000"),
+    (("model=FNNSW",), 6, "L6-w100"), (("model=FNNWS",), 6, "L6-w100"), (("model=FNNMIX",), 6, "L6-w100"),
+    (("model=VGG13", "layer_num=11"), 11, "L11"), (("model=AlexNet",), 6, "L6"),
+    (("model=GResNet", "model.params.block_num=3"), 3, "basicblock3-block"),
+    (("model=ResNetMixV2", "model.params.feature_option=layer"), 4, "MIX4-layer"),
+]
+
+
+def test_every_model_config_declares_its_depth_and_tag(compose):
+    assert len(MODEL_LABELS) == len(list((CONF_DIR / "model").glob("*.yaml")))
+    for overrides, depth, tag in MODEL_LABELS:
+        cfg = compose(*overrides)
+        assert (cfg.model.depth, cfg.model.tag) == (depth, tag), overrides
+        assert "depth" not in run_identity(cfg)["model"]  # a label derived from the identity's keys
+
+
 def test_learning_rate_schedule_divides_by_10_then_100():
     fractions = [1 / 3, 2 / 3]
     assert learning_rate_at(199, 1.0, 600, fractions, 0.1) == 1.0
