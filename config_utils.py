@@ -2,9 +2,10 @@
 scalar value rules, and the record of the run directories a command creates.
 
 A run's identity is its resolved configuration minus the execution keys (device, threads, paths,
-progress bar ...), which do not change its results. The run directory name is descriptive (data, model,
-shape, optimizer, lr, epochs, seed) and ends with a hash of that identity, so rerunning the same config
-lands in the same directory and two distinct configs never collide.
+progress bar ...), which do not change its results, and minus the MLP shape keys layer_num and
+hidden_size where the model config does not interpolate them. The run directory name is descriptive
+(data, model, shape, optimizer, lr, epochs, seed) and ends with a hash of that identity, so rerunning
+the same config lands in the same directory and two distinct configs never collide.
 
 Resolvers registered here (use them in conf/*.yaml):
     ${repo_root:}   absolute path of this repository (paths never depend on the working directory)
@@ -41,11 +42,34 @@ EXECUTION_KEYS = ("hydra", "device", "threads", "progress", "download", "data_ro
 LOOKUP_KEY = "lookup"
 
 
+# Model keys that label a run for tables and figures and are derived from keys the identity holds
+# (model.depth: from layer_num or model.params): left out, so that declaring them kept every existing
+# run's identity.
+LABEL_MODEL_KEYS = ("depth",)
+
+# Root keys of the MLPs' shape. A model sees them only where its config interpolates them (conf/model/
+# GFNN.yaml: layer_num: ${layer_num}), so they belong to a run's identity only there: a residual
+# network's or VGG13's run is not told apart by a layer_num or hidden_size that it ignores.
+MODEL_SHAPE_KEYS = ("layer_num", "hidden_size")
+
+
+def model_refers_to(cfg: DictConfig, key: str) -> bool:
+    """Whether the model config, unresolved, interpolates the root key `key` (${key})."""
+    unresolved = json.dumps(OmegaConf.to_container(cfg.model, resolve=False))
+    return "${" + key + "}" in unresolved
+
+
 def run_identity(cfg: DictConfig) -> dict:
-    """The resolved config without execution keys and lookup tables: what determines its results."""
+    """The resolved config without execution keys, lookup tables, model labels and the shape keys
+    that the model does not refer to: what determines its results."""
     keys = [key for key in cfg.keys() if key not in EXECUTION_KEYS]
     identity = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)
     identity.pop(LOOKUP_KEY, None)
+    for key in LABEL_MODEL_KEYS:
+        identity["model"].pop(key, None)
+    for key in MODEL_SHAPE_KEYS:
+        if not model_refers_to(cfg, key):
+            identity.pop(key, None)
     return identity
 
 

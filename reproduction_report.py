@@ -28,8 +28,8 @@ from pathlib import Path
 
 from atomic_io import atomic_savefig, atomic_write, atomic_write_json
 
-# A run "shows the law" when ln D_l against l has Pearson r at or below this (design.md: "Pearson r
-# below -0.99" for BatchNorm MLPs on cfm).
+# A run "shows the law" when ln D_l against l has Pearson r at or below this: BatchNorm MLPs on cfm,
+# for which the law is known to hold, reach r below -0.99.
 R_THRESHOLD = -0.99
 REPORT_COMMAND = "python summarize_runs.py logs --report docs/reproduction --queue-log logs/jobs/run-*.log"
 REBUILD_COMMAND = "python reproduction_report.py docs/reproduction"

@@ -104,8 +104,10 @@ class Run:
 
     @property
     def depth(self):
-        """block_num for the residual networks, else layer_num."""
-        return self.config.get("block_num", self.config.get("layer_num"))
+        """model.depth; in a results.json written before models declared it, block_num (the residual
+        networks' root key then) or else layer_num."""
+        depth = self._select("model.depth")
+        return depth if depth is not None else self.config.get("block_num", self.config.get("layer_num"))
 
     @property
     def variant(self) -> str:
@@ -114,7 +116,9 @@ class Run:
         parts = []
         if self._select("training.name") not in (None, "standard"):
             parts.append(self._select("training.name"))
-        parts += [str(self.config[key]) for key in ("block_option", "feature_option") if key in self.config]
+        params = self._select("model.params")
+        if isinstance(params, dict):
+            parts += [str(params[key]) for key in ("block_option", "feature_option") if key in params]
         if self.config.get("measure", "within_variance") != "within_variance":
             parts.append(self.config["measure"])
         if self._select("analysis.bn_mode") not in (None, "train_batches"):
@@ -235,6 +239,9 @@ def results_problem(results) -> str | None:
         section = (results.get("config") or {}).get(name)
         if isinstance(section, dict) and (problem := _type_problem(f"config.{name}.name", section.get("name"), "str")):
             return problem
+    model = (results.get("config") or {}).get("model")
+    if isinstance(model, dict) and (problem := _type_problem("config.model.depth", model.get("depth"), "integer")):
+        return problem
     for position, layer in enumerate(results.get("layers") or []):
         if not isinstance(layer, dict):
             return f"layers[{position}] is {type(layer).__name__}, expected an object"

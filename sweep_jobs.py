@@ -34,7 +34,7 @@ from config_utils import CONF_DIR, register_resolvers, run_name
 ENTRY = "representation_dynamics_terminal.py"
 EXPERIMENT_DIR = CONF_DIR / "experiment"
 
-# The paper's experiment groups (design.md section 2), in its order -> the presets that make them up.
+# The paper's experiment groups (those of the original code's run_experiments.sh) -> their presets.
 GROUPS = {
     "fig1": ["fig1"],
     "lr": ["lr"],

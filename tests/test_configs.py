@@ -43,6 +43,64 @@ def test_run_name_is_deterministic_and_ignores_execution_keys(compose):
     assert "device" not in run_identity(base) and "epochs" in run_identity(base)
 
 
+# (overrides, model.depth, model.tag) of every model config
+MODEL_LABELS = [
+    (("model=GFNN", "layer_num=2"), 2, "L2-w100"), (("model=GFNNNoBN",), 6, "L6-w100"),
+    (("model=GLNN", "layer_num=18"), 18, "L18-w100"),
+    (("model=GFNNOriginal", "hidden_size=1000"), 6, "L6-w1000"),
+    (("model=FNNSW",), 6, "L6-w100"), (("model=FNNWS",), 6, "L6-w100"), (("model=FNNMIX",), 6, "L6-w100"),
+    (("model=VGG13", "layer_num=11"), 11, "L11"), (("model=AlexNet",), 6, "L6"),
+    (("model=GResNet", "model.params.block_num=3"), 3, "basicblock3-block"),
+    (("model=ResNetMixV2", "model.params.feature_option=layer"), 4, "MIX4-layer"),
+]
+
+
+def test_every_model_config_declares_its_depth_and_tag(compose):
+    assert len(MODEL_LABELS) == len(list((CONF_DIR / "model").glob("*.yaml")))
+    for overrides, depth, tag in MODEL_LABELS:
+        cfg = compose(*overrides)
+        assert (cfg.model.depth, cfg.model.tag) == (depth, tag), overrides
+        assert "depth" not in run_identity(cfg)["model"]  # a label derived from the identity's keys
+
+
+# MLP runs and their run directory names (logs/, docs/reproduction/runs.csv): a name that changed would
+# make finished runs run again. All but GFNNOriginal's are directories of finished runs; that one was
+# computed before layer_num and hidden_size left the identity of the models that ignore them.
+MLP_RUN_NAMES = [
+    ((), "cfm-GFNN-L6-w100-adam-lr0.001-e600-s666-306a91a2"),
+    (("+experiment=fig1", "optimization=sgd", "layer_num=2"),
+     "cfm-GFNN-L2-w100-sgd-lr0.3-e600-s666-864446b9"),
+    (("+experiment=lr", "lr=1.0"), "cfm-GFNN-L7-w100-sgd-lr1.0-e600-s666-eebfca43"),
+    (("+experiment=width", "hidden_size=20"), "cfm-GFNN-L6-w20-adam-lr0.001-e600-s666-1016850d"),
+    (("+experiment=imbalanced", "layer_num=18", "lr=3e-4"),
+     "imbalanced_cfm-GFNN-L18-w100-adam-lr0.0003-e600-s666-94d0aaa3"),
+    (("+experiment=shape", "model=FNNSW"), "cfm-FNNSW-L6-w100-adam-lr0.001-e600-s666-89f024bb"),
+    (("+experiment=shape", "model=FNNWS"), "cfm-FNNWS-L6-w100-adam-lr0.001-e600-s666-26fb6725"),
+    (("+experiment=shape", "model=FNNMIX"), "cfm-FNNMIX-L6-w100-adam-lr0.001-e600-s666-689f6ceb"),
+    (("+experiment=linearized", "lr=3e-4"), "cfm-GLNN-L18-w100-adam-lr0.0003-e600-s666-d33063b0"),
+    (("+experiment=nobn",), "cfm-GFNNNoBN-L18-w100-adam-lr0.001-e600-s666-e290277e"),
+    (("+experiment=original", "layer_num=6"),
+     "fashion_mnist-GFNNOriginal-L6-w1000-adam-lr0.001-e600-s666-e7d122d2"),
+]
+
+
+@pytest.mark.parametrize("overrides,name", MLP_RUN_NAMES)
+def test_mlp_run_names_never_change(compose, overrides, name):
+    assert run_name(compose(*overrides)) == name
+
+
+def test_shape_keys_are_part_of_the_identity_only_where_the_model_uses_them(compose):
+    for model in (("model=GResNet",), ("model=ResNetMixV2",), ("model=VGG13", "layer_num=11"),
+                  ("model=AlexNet",)):
+        identity = run_identity(compose(*model))
+        assert "layer_num" not in identity and "hidden_size" not in identity
+        assert run_name(compose(*model, "hidden_size=7")) == run_name(compose(*model))
+    assert run_name(compose("model=GResNet", "layer_num=3")) == run_name(compose("model=GResNet"))
+    for mlp in ("GFNN", "FNNSW"):
+        assert {"layer_num", "hidden_size"} <= run_identity(compose(f"model={mlp}")).keys()
+        assert run_name(compose(f"model={mlp}", "hidden_size=7")) != run_name(compose(f"model={mlp}"))
+
+
 def test_learning_rate_schedule_divides_by_10_then_100():
     fractions = [1 / 3, 2 / 3]
     assert learning_rate_at(199, 1.0, 600, fractions, 0.1) == 1.0

@@ -17,12 +17,12 @@ GRAY, COLOR = (1, 32, 32), (3, 32, 32)
 POINT_COUNTS = [
     (("model=VGG13", "layer_num=11"), 13),
     (("model=AlexNet", "layer_num=6"), 8),
-    (("model=GResNet", "block_option=basicblock", "feature_option=block"), 5),
-    (("model=GResNet", "block_option=bottleneck", "feature_option=block"), 5),
-    (("model=GResNet", "block_option=basicblock", "feature_option=layer"), 9),
-    (("model=GResNet", "block_option=bottleneck", "feature_option=layer"), 13),
-    (("model=ResNetMixV2", "feature_option=layer"), 11),
-    (("model=ResNetMixV2", "feature_option=block"), 5),
+    (("model=GResNet", "model.params.block_option=basicblock", "model.params.feature_option=block"), 5),
+    (("model=GResNet", "model.params.block_option=bottleneck", "model.params.feature_option=block"), 5),
+    (("model=GResNet", "model.params.block_option=basicblock", "model.params.feature_option=layer"), 9),
+    (("model=GResNet", "model.params.block_option=bottleneck", "model.params.feature_option=layer"), 13),
+    (("model=ResNetMixV2", "model.params.feature_option=layer"), 11),
+    (("model=ResNetMixV2", "model.params.feature_option=block"), 5),
     (("model=FNNSW",), 8),
     (("model=FNNWS",), 8),
     (("model=FNNMIX",), 8),
@@ -117,7 +117,8 @@ def test_cnn_points_are_the_repeated_input_then_post_relu_maps(captured, name, r
 
 
 def test_gresnet_hooks_equal_running_the_blocks_by_hand():
-    model = calibrated(build("model=GResNet", "block_option=bottleneck", "feature_option=layer"), GRAY)
+    model = calibrated(build("model=GResNet", "model.params.block_option=bottleneck",
+                             "model.params.feature_option=layer"), GRAY)
     inputs = torch.randn(3, *GRAY)
     features = measured_features(model, inputs, "eval")
     assert features["repeat"].shape[1] == 8 * 32 * 32
@@ -138,8 +139,8 @@ def test_gresnet_hooks_equal_running_the_blocks_by_hand():
 
 
 def test_resnetmix_layer_points_and_block_points_agree():
-    layer_model = calibrated(build("model=ResNetMixV2", "feature_option=layer"), GRAY)
-    block_model = build("model=ResNetMixV2", "feature_option=block")
+    layer_model = calibrated(build("model=ResNetMixV2", "model.params.feature_option=layer"), GRAY)
+    block_model = build("model=ResNetMixV2", "model.params.feature_option=block")
     block_model.load_state_dict(layer_model.state_dict())
     block_model.eval()
     inputs = torch.randn(3, *GRAY)
@@ -152,11 +153,11 @@ def test_resnetmix_layer_points_and_block_points_agree():
 
 
 def test_resnetmix_fit_segments_share_the_boundary_point():
-    assert build("model=ResNetMixV2", "feature_option=layer").fit_segments == [(0, 6), (6, 10)]
-    assert build("model=ResNetMixV2", "feature_option=block").fit_segments == [(0, 2), (2, 4)]
-    six_blocks = build("model=ResNetMixV2", "feature_option=block", "block_num=6")
+    assert build("model=ResNetMixV2", "model.params.feature_option=layer").fit_segments == [(0, 6), (6, 10)]
+    assert build("model=ResNetMixV2", "model.params.feature_option=block").fit_segments == [(0, 2), (2, 4)]
+    six_blocks = build("model=ResNetMixV2", "model.params.feature_option=block", "model.params.block_num=6")
     assert six_blocks.fit_segments == [(0, 3), (3, 6)]
-    two_blocks = build("model=ResNetMixV2", "feature_option=layer", "block_num=2")
+    two_blocks = build("model=ResNetMixV2", "model.params.feature_option=layer", "model.params.block_num=2")
     assert two_blocks.fit_segments == [(0, 3), (3, 5)]  # 1 + 3 + 2 points
     assert build("model=GResNet").fit_segments is None
 
@@ -166,28 +167,28 @@ def test_resnetmix_rejects_odd_or_too_few_blocks(block_num):
     message = (f"block_num={block_num}: ResNetMixV2 splits its blocks in two halves; "
                "allowed: an even number >= 2")
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        build("model=ResNetMixV2", f"block_num={block_num}")
+        build("model=ResNetMixV2", f"model.params.block_num={block_num}")
 
 
 def test_resnet_options_are_checked():
     with pytest.raises(ValueError, match="block_option=wide: allowed: basicblock, bottleneck"):
-        build("model=GResNet", "block_option=wide")
+        build("model=GResNet", "model.params.block_option=wide")
     with pytest.raises(ValueError, match="feature_option=conv: allowed: block, layer"):
-        build("model=GResNet", "feature_option=conv")
+        build("model=GResNet", "model.params.feature_option=conv")
     with pytest.raises(ValueError, match="block_option=basicblock: .*allowed: MIX"):
-        build("model=ResNetMixV2", "block_option=basicblock")
+        build("model=ResNetMixV2", "model.params.block_option=basicblock")
 
 
 def test_gresnet_shortcuts_identity_on_gray_projection_on_color():
-    gray = build("model=GResNet", "block_option=basicblock")
+    gray = build("model=GResNet", "model.params.block_option=basicblock")
     assert all(isinstance(block.shortcut, torch.nn.Identity) for block in gray.blocks)
     assert gray.blocks[0].convs[0].conv.in_channels == 8 and gray.classifier.in_features == 8 * 32 * 32
-    color = build("model=GResNet", "block_option=basicblock", input_shape=COLOR)
+    color = build("model=GResNet", "model.params.block_option=basicblock", input_shape=COLOR)
     assert color.blocks[0].convs[0].conv.in_channels == 24  # 3 channels repeated 8 times
     assert isinstance(color.blocks[0].shortcut, torch.nn.Sequential)
     assert all(isinstance(block.shortcut, torch.nn.Identity) for block in color.blocks[1:])
-    kernels = [block.convs[0].conv.kernel_size for block in build("model=GResNet",
-                                                                  "block_option=bottleneck").blocks]
+    bottleneck = build("model=GResNet", "model.params.block_option=bottleneck")
+    kernels = [block.convs[0].conv.kernel_size for block in bottleneck.blocks]
     assert kernels == [(5, 5)] * 4 and isinstance(gray.blocks[0], ResidualBlock)
     first_conv = gray.blocks[0].convs[0].conv
     assert first_conv.kernel_size == (3, 3) and first_conv.bias is None
@@ -211,12 +212,13 @@ def test_fixed_depth_models_reject_another_layer_num(overrides, allowed):
 
 
 def test_configs_name_runs_and_pca_dims(compose):
-    cfg = compose("model=GResNet", "block_option=bottleneck", "feature_option=layer",
-                  "data=fashion_mnist")
-    assert (cfg.block_option, cfg.block_num, cfg.feature_option) == ("bottleneck", 4, "layer")
-    assert cfg.model.params.block_option == "bottleneck" and cfg.analysis.pca_dim == 100
+    cfg = compose("model=GResNet", "model.params.block_option=bottleneck",
+                  "model.params.feature_option=layer", "data=fashion_mnist")
+    params = cfg.model.params
+    assert (params.block_option, params.block_num, params.feature_option) == ("bottleneck", 4, "layer")
+    assert "block_option" not in cfg and cfg.analysis.pca_dim == 100
     assert run_name(cfg).startswith("fashion_mnist-GResNet-bottleneck4-layer-adam-")
-    mix = compose("model=ResNetMixV2", "block_num=6", "data=fashion_mnist")
+    mix = compose("model=ResNetMixV2", "model.params.block_num=6", "data=fashion_mnist")
     assert mix.model.tag == "MIX6-block" and mix.analysis.pca_dim == 100
     for model_name in ("VGG13", "AlexNet", "FNNSW", "FNNWS", "FNNMIX"):
         assert compose(f"model={model_name}").analysis.pca_dim is None
@@ -227,7 +229,4 @@ def test_configs_name_runs_and_pca_dims(compose):
                                   "FNNSW", "FNNWS", "FNNMIX"])
 def test_model_config_files_open_with_a_description(name):
     lines = (CONF_DIR / "model" / f"{name}.yaml").read_text().splitlines()
-    if name in ("GResNet", "ResNetMixV2"):  # Hydra reads the package header only before other lines
-        assert lines[0] == "# @package _global_"
-        lines = lines[1:]
     assert lines[0].startswith("# ") and len(lines[0]) > 40 and not lines[0].startswith("# @")

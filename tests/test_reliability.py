@@ -28,7 +28,7 @@ RUN_FILES = ("results.json", "profile.png", "checkpoint.pt")
     ("weight_decay=-0.001", "weight_decay=-0.001"), ("measure=entropy", "measure=entropy"),
     ("device=cuda", "device=cuda"), ("analysis.bn_mode=batch", "analysis.bn_mode=batch"),
     ("model=VGG13 layer_num=7", "layer_num=7"), ("model=AlexNet layer_num=11", "layer_num=11"),
-    ("model=ResNetMixV2 block_num=3", "block_num=3"), ("model=FNNSW layer_num=4", "layer_num=4"),
+    ("model=ResNetMixV2 model.params.block_num=3", "block_num=3"), ("model=FNNSW layer_num=4", "layer_num=4"),
 ])
 def test_invalid_values_stop_before_any_work(tmp_path, override, key):
     if override == "device=cuda" and torch.cuda.is_available():

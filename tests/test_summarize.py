@@ -140,3 +140,27 @@ def test_command_line(logs, tmp_path):
     assert f"skipping {logs / 'broken' / 'results.json'}" in completed.stderr
     assert (tmp_path / "summary" / "runs_best_lr.md").is_file()
     assert (tmp_path / "summary" / "fig1_grid_best_lr.png").is_file()
+
+
+def rewrite_config(path: Path, **changes) -> None:
+    """Set top-level config keys of a written results.json."""
+    results = json.loads(path.read_text())
+    results["config"].update(changes)
+    path.write_text(json.dumps(results))
+
+
+def test_depth_and_variant_come_from_the_model_config_with_a_fallback_for_old_files(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    params = {"block_option": "bottleneck", "block_num": 4, "feature_option": "layer"}
+    model = {"name": "GResNet", "tag": "bottleneck4-layer", "depth": 4, "params": params}
+    rewrite_config(write_run(logs, "resnet-new", depth=6), model=model)          # model.depth declared
+    old_model = {key: value for key, value in model.items() if key != "depth"}  # before model.depth:
+    rewrite_config(write_run(logs, "resnet-old", depth=6), model=old_model, block_num=4)  # root block_num
+    rewrite_config(write_run(logs, "mlp-new", depth=2),
+                   model={"name": "GFNN", "tag": "L2-w100", "depth": 2, "params": {"layer_num": 2}})
+    rows = {run.name: run.row() for run in summarize_runs.load_runs([logs])}
+    assert {name: (row["depth"], row["variant"]) for name, row in rows.items()} == {
+        "resnet-new": (4, "bottleneck/layer"), "resnet-old": (4, "bottleneck/layer"), "mlp-new": (2, "")}
+    rewrite_config(write_run(logs, "bad-depth"), model={"name": "GFNN", "depth": "six"})
+    assert "bad-depth" not in {run.name for run in summarize_runs.load_runs([logs])}
+    assert "config.model.depth is str" in capsys.readouterr().err

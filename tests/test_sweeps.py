@@ -119,8 +119,8 @@ def test_group_presets_set_what_differs():
     assert {(c.model.name, c.data.name, c.layer_num) for c in variants["cnn"]} == {
         ("VGG13", "fashion_mnist", 11), ("VGG13", "cifar10", 11),
         ("AlexNet", "fashion_mnist", 6), ("AlexNet", "cifar10", 6)}
-    assert {(c.model.name, c.block_option, c.feature_option, c.block_num, c.data.name)
-            for c in variants["residual"]} == {
+    assert {(c.model.name, c.model.params.block_option, c.model.params.feature_option, c.model.params.block_num,
+             c.data.name) for c in variants["residual"]} == {
         (model, block, feature, 4, "fashion_mnist") for feature in ("block", "layer")
         for model, block in (("GResNet", "basicblock"), ("GResNet", "bottleneck"), ("ResNetMixV2", "MIX"))}
     assert len(groups["residual"]) == 30 and len(variants["residual"]) == 6
