@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from config_utils import ConfigError, identity_hash, run_identity, validate_config
+from config_utils import ConfigError, identity_hash, run_identity
+from experiment import validate_config
 from models import MLP
 from plotting import save_training_figure
 from tests.conftest import REPO_ROOT
