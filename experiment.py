@@ -27,7 +27,6 @@ from config_utils import (ConfigError, check_output_folders, check_values, creat
                           identity_hash, record_new_run_dirs, sweep_job_configs)
 from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of,
                   input_shape_of, prepare_dataset)
-from plotting import save_dynamics_figure, save_profile_figure, save_training_figure
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
                                      measure_profile, profile_and_fit)
 from train_models import (OPTIMIZER_STATES, TRAINING_SCHEMES, TrainResult, accuracy, build_model,
@@ -216,12 +215,12 @@ def measure_step(cfg: DictConfig, run: SetUp) -> Measurement:
                        train_accuracy, test_accuracy)
 
 
-def results_record(cfg: DictConfig, run_name: str, trained: Trained, measured: Measurement | None,
-                   timings: dict, device: torch.device) -> dict:
+def results_record(cfg: DictConfig, run_name: str, identity: str, trained: Trained,
+                   measured: Measurement | None, timings: dict, device: torch.device) -> dict:
     """The content of results.json (measured is None for a diverged run: no profile, fit or accuracy)."""
     outcome = trained.outcome
     return {"config": OmegaConf.to_container(cfg, resolve=True), "run_name": run_name,
-            "identity_hash": identity_hash(cfg), "measure": str(cfg.measure),
+            "identity_hash": identity, "measure": str(cfg.measure),
             "bn_mode": str(cfg.analysis.bn_mode),
             "measured_with": bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size)),
             "status": "diverged" if outcome.diverged else "completed",
@@ -239,10 +238,12 @@ def results_record(cfg: DictConfig, run_name: str, trained: Trained, measured: M
                          "numpy": numpy.__version__, "hydra": hydra.__version__}}
 
 
-def write_step(cfg: DictConfig, run_dir: Path, run: SetUp, trained: Trained, measured: Measurement | None,
-               timings: dict) -> Path:
+def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, trained: Trained,
+               measured: Measurement | None, timings: dict) -> Path:
     """Checkpoint and figures of a completed run, then results.json (last: its presence means the run
     finished). Returns the path of results.json."""
+    from plotting import save_dynamics_figure, save_profile_figure, save_training_figure  # matplotlib: not before
+
     started = time.perf_counter()
     trained.curves.write_csv(run_dir / "history.csv")
     save_training_figure(trained.curves.record, run_dir.name, run_dir / "training.png")
@@ -259,11 +260,11 @@ def write_step(cfg: DictConfig, run_dir: Path, run: SetUp, trained: Trained, mea
         if trained.dynamics:
             save_dynamics_figure(trained.dynamics, title, run_dir / "dynamics.png", ylabel=ylabel)
     timings["write"] = time.perf_counter() - started
-    results = results_record(cfg, run_dir.name, trained, measured, timings, run.device)
+    results = results_record(cfg, run_dir.name, identity, trained, measured, timings, run.device)
     return atomic_write_json(run_dir / "results.json", results)
 
 
-def train_measure_write(cfg: DictConfig, run_dir: Path, timings: dict) -> Path:
+def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: dict) -> Path:
     """Set up, train, measure (unless training diverged) and write one run; `timings` gets the seconds of
     each step (validation time may already be in it)."""
     started = time.perf_counter()
@@ -285,19 +286,20 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, timings: dict) -> Path:
         fit = measured.fit or {}
         log.info("fit: pearson_r %s rho %s; accuracy train %.4f test %.4f", fit.get("pearson_r"),
                  fit.get("rho"), measured.train_accuracy, measured.test_accuracy)
-    return write_step(cfg, run_dir, run, trained, measured, timings)
+    return write_step(cfg, run_dir, identity, run, trained, measured, timings)
 
 
 # ---------------------------------------------------------------------------------------- one whole run
-def finished_results(run_dir: Path, cfg: DictConfig) -> Path | None:
-    """results.json of an earlier run of this exact configuration that finished (completed or
-    diverged), or None. Anything unreadable or of another configuration does not count."""
+def finished_results(run_dir: Path, identity: str) -> Path | None:
+    """results.json of an earlier run of the configuration whose identity_hash is `identity` that
+    finished (completed or diverged), or None. Anything unreadable or of another configuration does not
+    count."""
     path = Path(run_dir) / "results.json"
     try:
         previous = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same_config = previous.get("identity_hash") == identity_hash(cfg)
+    same_config = previous.get("identity_hash") == identity
     return path if same_config and previous.get("status") in ("completed", "diverged") else None
 
 
@@ -310,8 +312,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
     """
     started = time.perf_counter()
     validate_config(cfg)
-    run_dir = Path(run_dir)
-    if not cfg.force and (previous := finished_results(run_dir, cfg)) is not None:
+    run_dir, identity = Path(run_dir), identity_hash(cfg)
+    if not cfg.force and (previous := finished_results(run_dir, identity)) is not None:
         log.info("skipped: %s holds a finished run of this configuration (force=true reruns it)", run_dir)
         print(f"skipped: {run_dir.name}", flush=True)
         return previous
@@ -326,7 +328,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
             (run_dir / output).unlink(missing_ok=True)
         for events in run_dir.glob("tensorboard/events.out.tfevents.*"):  # written by earlier runs of it
             events.unlink()
-        return train_measure_write(cfg, run_dir, {"validate": time.perf_counter() - started})
+        return train_measure_write(cfg, run_dir, identity, {"validate": time.perf_counter() - started})
 
 
 def discard_unused_run_dir(run_dir: Path) -> None:

@@ -33,6 +33,16 @@ def draw_profile(axes, layers: list[dict], fit: dict | None, label: str = "train
                   alpha=0.8)
 
 
+def _save(figure, all_axes, paths: list[Path]) -> None:
+    """Grid every axes, lay the figure out, write it to every path atomically and free it."""
+    for axes in all_axes:
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    for path in paths:
+        atomic_savefig(figure, path, dpi=120)
+    plt.close(figure)
+
+
 def save_profile_figure(profiles: list[tuple[str, list[dict], dict | None]], title: str,
                         paths: list[Path], ylabel: str = "ln D") -> None:
     """One panel with each (label, layers, fit) profile and its fit line(s); the first profile's
@@ -47,13 +57,9 @@ def save_profile_figure(profiles: list[tuple[str, list[dict], dict | None]], tit
     axes.set_xlabel("layer l")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(ylabel)
-    axes.grid(alpha=0.3)
     if len(profiles) > 1:
         axes.legend(fontsize=8)
-    figure.tight_layout()
-    for path in paths:
-        atomic_savefig(figure, path, dpi=120)
-    plt.close(figure)
+    _save(figure, [axes], paths)
 
 
 def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "ln D") -> None:
@@ -78,12 +84,8 @@ def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "
     right.plot([e for e, _ in known], [f["rho"] for _, f in known], "s-", label="rho")
     right.set_xlabel("epoch")
     right.legend(fontsize=8)
-    for axes in (left, right):
-        axes.grid(alpha=0.3)
     figure.suptitle(title, fontsize=8)
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=120)
-    plt.close(figure)
+    _save(figure, [left, right], [path])
 
 
 def save_training_figure(history: dict, title: str, path: Path) -> None:
@@ -106,9 +108,5 @@ def save_training_figure(history: dict, title: str, path: Path) -> None:
     bottom.set_ylabel("accuracy")
     bottom.set_xlabel("epoch")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for axes in (top, bottom):
-        axes.grid(alpha=0.3)
     top.set_title(title, fontsize=8)
-    figure.tight_layout()
-    atomic_savefig(figure, path, dpi=120)
-    plt.close(figure)
+    _save(figure, [top, bottom], [path])
