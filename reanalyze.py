@@ -1,19 +1,13 @@
-"""Re-measure a finished run from its checkpoint, without retraining, e.g. with another measure,
-BatchNorm mode, PCA dimension or split. The original run's files are never touched: the new profile
-goes to RUN_DIR/reanalysis/<overrides>/ (results.json and profile.png).
+"""Re-measure a finished run from its checkpoint, without retraining (another measure, BatchNorm mode,
+PCA dimension or split), into RUN_DIR/reanalysis/<overrides>/; the run's own files are never touched.
 
     python reanalyze.py logs/<run name>                                  # same settings: same D
-    python reanalyze.py logs/<run name> measure=nc1 analysis.bn_mode=train_batches
+    python reanalyze.py logs/<run name> measure=nc1 analysis.bn_mode=eval
     python reanalyze.py logs/<run name> split=test analysis.test_subset_size=2000
     python reanalyze.py path/to/checkpoint.pt analysis.pca_dim=50        # a checkpoint and its config
 
-Overrides are the measurement keys (measure, analysis.bn_mode, analysis.bn_batch_size, analysis.pca_dim,
-analysis.eval_batch_size, analysis.test_subset_size), the execution keys device, threads, data_root and
-download, and split=train|test. Keys that cannot change without retraining (layer_num, model, data, lr,
-seed, ...) and unknown keys are refused, as is anything that is not KEY=VALUE; the directory name is made
-of the accepted KEY=VALUE pairs only, so it always lies inside RUN_DIR/reanalysis/. The checkpoint is
-loaded with torch.load(weights_only=True): a crafted checkpoint cannot run code. Errors are one line
-(`error: ...`, exit status 2). The last stdout line is `results: <path to results.json>`.
+Only measurement keys, the execution keys device, threads, data_root and download, and split=train|test
+are accepted; errors are one line (exit status 2); the last stdout line is `results: <path>`.
 """
 from __future__ import annotations
 

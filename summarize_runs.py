@@ -1,28 +1,12 @@
-"""Summarize finished runs: a table (CSV and Markdown) and the composite figures of the paper.
+"""Summarize finished runs into runs.csv, runs.md and the paper's composite figures (fig1_grid.png,
+depth_<data>.png), or with --report into the reproduction report (reproduction_report.py).
 
     python summarize_runs.py logs/ --out summaries/             # every results.json under logs/
-    python summarize_runs.py logs/cfm-GFNN-L2-* --out summaries/ # chosen run directories
     python summarize_runs.py logs/ --out summaries/ --best-lr   # per configuration, its best lr only
     python summarize_runs.py logs --report docs/reproduction --queue-log logs/jobs/run-*.log
-                                                                # the reproduction report (see
-                                                                # reproduction_report.py)
 
-Arguments are run directories, results.json files or folders searched recursively for results.json.
-Written into --out, atomically (a suffix _best_lr with --best-lr):
-    runs.csv, runs.md    one row per run: data, model, variant, depth, width, optimizer, lr, epochs, seed,
-                         pearson_r, rho, D at the first and last point, train and test accuracy, final
-                         train loss, status, wall time (and run name and path in the CSV)
-    fig1_grid.png        Figure 1: rows sgd/momentum/adam, columns depth 2/6/18 (GFNN on cfm, width 100;
-                         --fig1-data/--fig1-model/--fig1-width choose others), each panel ln D_l against
-                         l with the fitted line, one curve per run that fits the panel
-    depth_<data>.png     per data set, a panel per family (model, variant, width, optimizer, epochs,
-                         seed) run at two or more depths, overlaying one profile per depth (at each
-                         depth the run of lowest final train loss)
---best-lr keeps per configuration (the whole config except lr) the run with the lowest final train
-loss, ties broken by the higher test accuracy. Diverged runs are listed with status "diverged" and no
-metrics, and never drawn; with --best-lr one is listed only where every lr of its configuration diverged.
-Reanalyses (RUN_DIR/reanalysis/*/results.json, written by reanalyze.py) are not runs and are not tabled.
-A results.json that is not JSON, or whose fields have the wrong types, is skipped with a one-line warning.
+Arguments are run directories, results.json files or folders searched for results.json; reanalyses are
+not runs, and a results.json with fields of the wrong types is skipped with a one-line warning.
 """
 from __future__ import annotations
 

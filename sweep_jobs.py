@@ -1,21 +1,12 @@
-"""Expand experiment presets (conf/experiment/*.yaml) into the single runs of their sweeps.
+"""Expand experiment presets (conf/experiment/*.yaml) into one command line per run of their sweeps,
+the same runs (same configs, same run directories) as `representation_dynamics_terminal.py -m
++experiment=PRESET`; run_experiments.sh runs what this prints.
 
     python sweep_jobs.py fig1                    # one command line per run of the fig1 preset (9)
     python sweep_jobs.py residual epochs=1       # a group; KEY=VALUE overrides go into every run
     python sweep_jobs.py all --list              # per group a '# group GROUP: N jobs' line, its commands
     python sweep_jobs.py all --longest-first     # every job, the longest (estimated) first
     python sweep_jobs.py --groups                # the group names
-
-A preset declares its sweep under hydra.sweeper.params, as Hydra's basic sweeper reads it; the same
-runs come out of `python representation_dynamics_terminal.py -m +experiment=fig1`. This script composes
-the preset with Hydra's compose API, parses those params and the extra overrides with Hydra's override
-parser and takes their product in the basic sweeper's order (a key given again replaces the earlier
-value in place). Every job is therefore one job of that multirun, with the same overrides, so it has
-the same config and lands in the same run directory. run_experiments.sh runs the jobs this prints.
-
-A group of the paper is one preset, except where its runs are not one product of choices: residual is
-residual_gresnet + residual_mix. `depth` stands for depth_cm, depth_cfm and depth_cc, `all` for every
-group. A preset's own name works too.
 """
 from __future__ import annotations
 
