@@ -149,7 +149,7 @@ def measure_split(cfg: DictConfig, model, inputs: torch.Tensor, labels: torch.Te
                            segments=model.fit_segments, split=split)
 
 
-def test_subset(cfg: DictConfig, dataset: Dataset) -> torch.Tensor:
+def measured_test_subset(cfg: DictConfig, dataset: Dataset) -> torch.Tensor:
     """Indices of the balanced, seeded test subset that is measured besides the training split."""
     return balanced_subset(dataset.test_y, int(cfg.analysis.test_subset_size), dataset.num_classes,
                            int(cfg.seed)).to(dataset.test_y.device)
@@ -192,7 +192,7 @@ def measure_step(cfg: DictConfig, run: SetUp) -> Measurement:
     features (one forward where one serves); in train_batches mode the features need their own
     train-mode passes."""
     model, dataset, eval_batch = run.model, run.dataset, int(cfg.analysis.eval_batch_size)
-    subset = test_subset(cfg, dataset) if int(cfg.analysis.test_subset_size) > 0 else None
+    subset = measured_test_subset(cfg, dataset) if int(cfg.analysis.test_subset_size) > 0 else None
     test_layers, test_fit = [], None
     if cfg.analysis.bn_mode == "eval":
         settings = {"measure": str(cfg.measure), "pca_dim": cfg.analysis.pca_dim, "segments": model.fit_segments}

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from atomic_io import atomic_write_json
 from config_utils import ConfigError, folder_problem, register_resolvers
 from data import DatasetUnavailableError
-from experiment import measure_split, set_up, test_subset, validate_config
+from experiment import measure_split, measured_test_subset, set_up, validate_config
 from plotting import save_profile_figure
 from variance_analysis import MEASURE_LABELS
 
@@ -124,7 +124,7 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
                               f"config ({str(error).strip().splitlines()[0]})") from None
     inputs, labels = run.dataset.train_x, run.dataset.train_y
     if split == "test":
-        subset = test_subset(cfg, run.dataset)
+        subset = measured_test_subset(cfg, run.dataset)
         inputs, labels = run.dataset.test_x[subset], run.dataset.test_y[subset]
     layers, fit = measure_split(cfg, run.model, inputs, labels, split)
     save_profile_figure([(split, layers, fit)], f"{checkpoint_path.parent.name} [{tag}]",

@@ -131,7 +131,7 @@ def test_api_and_command_line_measure_a_trained_residual_network_identically(com
     for ResNetMixV2, taken from the model), value for value, for the training split and the test
     subset; the accuracies are train_models.accuracy's; without pca_dim the 800-wide points differ (300
     samples span more than the 100 kept dimensions)."""
-    from experiment import measure_step, set_up, test_subset, train_step
+    from experiment import measure_step, measured_test_subset, set_up, train_step
     from train_models import accuracy
 
     cfg = compose("data=cfm", *model_overrides, "epochs=1", "data.sample_size_per_class=30",
@@ -147,7 +147,7 @@ def test_api_and_command_line_measure_a_trained_residual_network_identically(com
     assert api["layers"] == command_line.layers and api["fit"] == command_line.fit
     assert len(api["fit"].get("segments", [])) == (2 if "ResNetMixV2" in model_overrides[0] else 0)
     # the test subset's features come out of the test-accuracy pass (batches of 1,000 test images)
-    subset = test_subset(cfg, run.dataset)
+    subset = measured_test_subset(cfg, run.dataset)
     api_test = measure_separation(run.model, run.dataset.test_x[subset], run.dataset.test_y[subset],
                                   pca_dim=cfg.analysis.pca_dim, batch_size=100)
     assert api_test["layers"] == command_line.test_layers and api_test["fit"] == command_line.test_fit
