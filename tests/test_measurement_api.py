@@ -129,12 +129,12 @@ def test_reanalysis_reproduces_the_run_and_writes_beside_it(tmp_path):
 def test_api_and_command_line_measure_a_trained_residual_network_identically(compose, model_overrides, tmp_path):
     """measure_separation with the run's pca_dim gives the command line's profiles and fits (two segments
     for ResNetMixV2, taken from the model), value for value, for the training split and the test
-    subset; the accuracies are train_models.accuracy's; without pca_dim the 800-wide points differ (300
+    subset; the accuracies are train_models.accuracy's; without pca_dim the 800-wide points differ (1,000
     samples span more than the 100 kept dimensions)."""
     from experiment import measure_step, measured_test_subset, set_up, train_step
     from train_models import accuracy
 
-    cfg = compose("data=cfm", *model_overrides, "epochs=1", "data.sample_size_per_class=30",
+    cfg = compose("data=cfm", *model_overrides, "epochs=1",
                   "analysis.test_subset_size=100", "analysis.bn_mode=eval", "progress=false", "device=cpu",
                   f"figures_dir={tmp_path}")
     run = set_up(cfg)
