@@ -119,10 +119,9 @@ VALUE_RULES = {
     "analysis.pca_dim": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
     "analysis.test_subset_size": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
     "analysis.every_n_epochs": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: off)"),
-    # null (as 0 / none): configs saved before these keys existed, e.g. checkpoints for reanalyze.py
+    # null (as 0): configs saved before this key existed, e.g. checkpoints for reanalyze.py
     "curves_every_n_epochs": (lambda v: v is None or (is_int(v) and v >= 0),
                               "an integer >= 0 (0: losses only)"),
-    "logger": (lambda v: v in (None, "none", "tensorboard"), "none, tensorboard"),
 }
 
 # Rules of keys that exist only with some choices: (key, applies to this config, predicate, allowed).

@@ -306,7 +306,7 @@ def profile_and_fit(features: dict[str, torch.Tensor], labels: torch.Tensor, *, 
 
 class DynamicsRecorder:
     """Training dynamics: calls measure(split_label) -> (layers, fit) at epoch 0 (`start()`) and every
-    `every` epochs and at `last_epoch` during training (as train's on_epoch_end), keeping the values per
+    `every` epochs and at `last_epoch` during training (call it after each epoch), keeping the values per
     point and the fit of each recorded epoch in `record`."""
 
     def __init__(self, measure, every: int, last_epoch: int):
@@ -316,7 +316,7 @@ class DynamicsRecorder:
     def start(self) -> None:
         self(0)
 
-    def __call__(self, epoch: int, _train_loss: float | None = None) -> None:
+    def __call__(self, epoch: int) -> None:
         if epoch % self.every and epoch != self.last_epoch:
             return
         layers, fit = self.measure(f"epoch {epoch}")

@@ -23,8 +23,14 @@ from train_models import accuracy
 CSV_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy")
 
 
+LOGGERS = ("none", "tensorboard")  # logger= choices; null in configs saved before the key existed
+
+
 def check_logger(logger: str | None) -> None:
-    """ConfigError naming the key when logger=tensorboard but the tensorboard package is not installed."""
+    """ConfigError naming the key for a logger outside LOGGERS, or logger=tensorboard without the
+    tensorboard package installed."""
+    if logger is not None and logger not in LOGGERS:
+        raise ConfigError(f"logger={logger}: allowed: {', '.join(LOGGERS)}")
     if logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("logger=tensorboard: the tensorboard package is not installed "
                           "(pip install -r requirements.txt); allowed: none")
