@@ -11,6 +11,7 @@ import json
 import logging
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from atomic_io import atomic_torch_save, atomic_write_json, file_lock, lock_held_elsewhere
-from config_utils import (ConfigError, check_output_folders, check_values, created_by_this_command,
-                          identity_hash, record_new_run_dirs, sweep_job_configs)
+from cpu_kernels import cpu_kernels
+from config_utils import (REPO_ROOT, ConfigError, check_output_folders, check_values,
+                          created_by_this_command, identity_hash, record_new_run_dirs, sweep_job_configs)
 from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of,
                   input_shape_of, prepare_dataset)
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
@@ -41,6 +43,43 @@ RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt", "dynamics.png", "
 
 class RunInProgressError(RuntimeError):
     """Another process holds the run directory's lock: it is running this configuration right now."""
+
+
+# ------------------------------------------------------------------------------------------ machine
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo's, with its family, model and stepping where the name alone
+    does not tell two generations apart), else what platform knows."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    numbers = [f"{key} {fields[key]}" for key in ("cpu family", "model", "stepping") if key in fields]
+    return f"{name} ({', '.join(numbers)})" if numbers else name
+
+
+def source_commit() -> str | None:
+    """The git commit of the code that runs (with -dirty when tracked files differ from it), or None
+    outside a git checkout."""
+    def git(*arguments):
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *arguments], capture_output=True, text=True,
+                              timeout=30)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def machine_facts() -> dict:
+    """Where a run's numbers came from: CPU model, the vector kernels torch used (cpu_kernels.py pins
+    them) and the host name."""
+    return {"cpu": cpu_model(), "cpu_kernels": cpu_kernels(), "host": platform.node()}
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -235,7 +274,8 @@ def results_record(cfg: DictConfig, run_name: str, identity: str, trained: Train
             "history": trained.curves.record,
             "wall_seconds": sum(timings.values()), "timings": timings, "device": str(device),
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "numpy": numpy.__version__, "hydra": hydra.__version__}}
+                         "numpy": numpy.__version__, "hydra": hydra.__version__},
+            "machine": machine_facts(), "commit": source_commit()}
 
 
 def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, trained: Trained,

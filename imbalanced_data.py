@@ -8,6 +8,8 @@ classes 0-4 and 100 in classes 5-9).
 from __future__ import annotations
 
 
+import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
+
 from pathlib import Path
 
 import hydra

@@ -11,6 +11,8 @@ are accepted; errors are one line (exit status 2); the last stdout line is `resu
 """
 from __future__ import annotations
 
+import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
+
 import argparse
 import hashlib
 import pickle

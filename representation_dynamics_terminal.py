@@ -9,6 +9,8 @@ process is running the same run. The last stdout line of a run is `results: <pat
 """
 from __future__ import annotations
 
+import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
+
 import os
 import signal
 import sys

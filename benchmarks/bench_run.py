@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+import cpu_kernels  # noqa: E402,F401  (before torch: the entry scripts' CPU kernels)
 
 import torch  # noqa: E402
 import torch._dynamo  # noqa: E402,F401  (imported lazily by the first optimizer step: start-up cost)

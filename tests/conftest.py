@@ -9,6 +9,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+import cpu_kernels  # noqa: E402,F401  (before torch: the CPU kernels of the entry scripts)
+
 from config_utils import CONF_DIR, register_resolvers  # noqa: E402
 
 register_resolvers()

@@ -4,9 +4,10 @@ accuracies, losses and dynamics recorded in tests/data/bitwise_reference.json.
     python tests/test_bitwise.py --record     # rewrite the reference (only for a change that is meant
                                               # to alter numbers, stated in its commit)
 
-On the CPU model and torch version that recorded the reference the comparison is exact (bitwise: the
-float64 values round-trip through JSON); elsewhere another BLAS kernel may change the last bits of
-training, so the values must agree to 1e-6 relative and the test says which rule it applied.
+On the CPU model, torch version and CPU kernels (cpu_kernels.py pins AVX2) that recorded the reference
+the comparison is exact (bitwise: the float64 values round-trip through JSON); elsewhere another BLAS
+kernel may change the last bits of training, so the values must agree to 1e-6 relative and the test
+says which rule it applied.
 """
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def machine() -> dict:
         else platform.processor()
     import torch
 
-    return {"cpu": cpu, "torch": torch.__version__}
+    from cpu_kernels import cpu_kernels
+
+    return {"cpu": cpu, "torch": torch.__version__, "cpu_kernels": cpu_kernels()}
 
 
 def run(name: str, out: Path) -> dict:
