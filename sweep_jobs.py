@@ -6,11 +6,13 @@ the same runs (same configs, same run directories) as `representation_dynamics_t
     python sweep_jobs.py residual epochs=1       # a group; KEY=VALUE overrides go into every run
     python sweep_jobs.py all --list              # per group a '# group GROUP: N jobs' line, its commands
     python sweep_jobs.py all --longest-first     # every job, the longest (estimated) first
+    python sweep_jobs.py fig1 seed=666,1,2 --skip-recorded docs/reproduction   # only runs not in its runs.csv
     python sweep_jobs.py --groups                # the group names
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import itertools
 import re
@@ -32,6 +34,7 @@ GROUPS = {
     "imbalanced": ["imbalanced"],
     "depth_cm": ["depth_cm"],
     "depth_cfm": ["depth_cfm"],
+    "depth_cm5k": ["depth_cm5k"],
     "depth_cc": ["depth_cc"],
     "width": ["width"],
     "shape": ["shape"],
@@ -42,7 +45,7 @@ GROUPS = {
     "linearized": ["linearized"],
     "nobn": ["nobn"],
 }
-ALIASES = {"all": list(GROUPS), "depth": ["depth_cm", "depth_cfm", "depth_cc"]}
+ALIASES = {"all": list(GROUPS), "depth": ["depth_cm", "depth_cfm", "depth_cc", "depth_cm5k"]}
 
 
 @dataclass(frozen=True)
@@ -145,16 +148,16 @@ def estimate_cost(cfg) -> float:
     return epochs * samples * per_sample_epoch
 
 
-def _with_config(job: Job, cfg) -> Job:
-    return dataclasses.replace(job, cost=estimate_cost(cfg), run_name=run_name(cfg),
+def _with_config(job: Job, cfg, estimate: bool = True) -> Job:
+    return dataclasses.replace(job, cost=estimate_cost(cfg) if estimate else 0.0, run_name=run_name(cfg),
                                config=OmegaConf.to_container(cfg, resolve=True))
 
 
-def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False
+def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False, estimate: bool = True
                ) -> tuple[list[tuple[str, list[Job]]], Path]:
     """[(group, its jobs)] for group/preset names, and the folder for job logs (<log_root>/jobs).
-    With compose_jobs=True each job's config is composed, so that it carries its estimated cost
-    (estimate_cost) and its run directory name."""
+    With compose_jobs=True each job's config is composed, so that it carries its run directory name and
+    (unless estimate=False) its estimated cost (estimate_cost)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -173,10 +176,21 @@ def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = Fa
                               return_hydra_config=True)
                 jobs += preset_jobs(group, preset, list(extras), cfg.hydra, loader)
             if compose_jobs:
-                jobs = [_with_config(job, compose("config", overrides=list(job.overrides))) for job in jobs]
+                jobs = [_with_config(job, compose("config", overrides=list(job.overrides)), estimate)
+                        for job in jobs]
             result.append((group, jobs))
         log_dir = Path(str(compose("config", overrides=fixed).log_root)) / "jobs"
     return result, log_dir
+
+
+def recorded_runs(report: Path) -> set[str]:
+    """Names of the finished runs in a report's runs.csv (reproduction_report.py's table)."""
+    table = Path(report) / "runs.csv" if Path(report).is_dir() else Path(report)
+    try:
+        with open(table, newline="") as handle:
+            return {row.get("run") for row in csv.DictReader(handle) if row.get("status") in ("completed", "diverged")}
+    except (OSError, csv.Error, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: --skip-recorded {report}: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--groups", action="store_true", help="print the group names and exit")
     parser.add_argument("--longest-first", action="store_true",
                         help="print all jobs after the group lines, the longest (estimated) first")
+    parser.add_argument("--skip-recorded", type=Path, metavar="REPORT",
+                        help="leave out the runs already finished in REPORT/runs.csv (docs/reproduction)")
     args = parser.parse_intermixed_args(argv)
     if args.groups:
         print(" ".join([*GROUPS, *ALIASES]))
@@ -200,7 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     extras = [name for name in args.names if "=" in name]
     if not names:
         parser.error("name at least one group or preset (see --groups)")
-    groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first)
+    groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first or bool(args.skip_recorded))
+    if args.skip_recorded:
+        recorded = recorded_runs(args.skip_recorded)
+        kept = [(group, [job for job in jobs if job.run_name not in recorded]) for group, jobs in groups]
+        skipped = sum(len(jobs) for _, jobs in groups) - sum(len(jobs) for _, jobs in kept)
+        print(f"# skipped: {skipped} jobs already recorded in {args.skip_recorded}")
+        groups = kept
 
     def print_jobs(jobs):
         for job in jobs:

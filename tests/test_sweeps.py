@@ -24,7 +24,7 @@ from tests.test_data import fake_images, write_idx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
 ENTRY = REPO_ROOT / "representation_dynamics_terminal.py"
-EXPECTED_COUNTS = {"fig1": 9, "lr": 7, "imbalanced": 15, "depth_cm": 45, "depth_cfm": 45,
+EXPECTED_COUNTS = {"fig1": 9, "lr": 7, "imbalanced": 15, "depth_cm": 45, "depth_cfm": 45, "depth_cm5k": 45,
                    "depth_cc": 55, "width": 10, "shape": 15, "cnn": 20, "residual": 30, "frozen": 10,
                    "original": 30, "linearized": 5, "nobn": 5}
 ADAM_GRID = [3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
@@ -79,15 +79,15 @@ def test_dry_run_of_all_lists_the_paper_job_counts_per_group(tmp_path):
     out = run_script("--dry-run", "all", f"log_root={tmp_path}").stdout
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^# group (\w+): (\d+) jobs", out, re.MULTILINE)}
     assert counts == EXPECTED_COUNTS
-    assert "# total: 301 jobs" in out
+    assert "# total: 346 jobs" in out
     jobs = commands(out)
-    assert len(jobs) == 301 and len(set(jobs)) == 301
+    assert len(jobs) == 346 and len(set(jobs)) == 346
     # longest first: the CNN runs (a minute per epoch on one CPU thread) lead, the depth-1 MLPs come last
     assert "model=VGG13" in jobs[0] and "layer_num=1 " in jobs[-1]
     for job in jobs:  # CPU plan: one thread per job, output appended to <log_root>/jobs/<name>.log
         assert f" {ENTRY.name} +experiment=" in job and " threads=1 " in job
         assert re.search(rf">> {re.escape(str(tmp_path))}/jobs/[\w.=+-]+\.log 2>&1$", job), job
-    assert "# plan: 301 jobs on the CPU" in out
+    assert "# plan: 346 jobs on the CPU" in out
 
 
 def test_fig1_jobs_resolve_the_paper_lr_per_optimizer_and_depth():
