@@ -5,6 +5,8 @@
 #   sh run_experiments.sh depth_cm depth_cfm      # several; `all`: every group, `depth`: depth_*
 #   sh run_experiments.sh --dry-run all           # list the jobs, the count per group and the plan
 #   sh run_experiments.sh fig1 epochs=20 seed=1   # KEY=VALUE overrides go into every run
+#   sh run_experiments.sh --skip-recorded docs/reproduction fig1 seed=666,1,2,3,4   # only runs the
+#                                                 # report's runs.csv does not hold yet
 #
 # With GPUs (GPUS="0 1 2 3"; by default the entries of CUDA_VISIBLE_DEVICES if it is set, else every
 # GPU `nvidia-smi -L` lists) the jobs are dealt round-robin to one queue per GPU; each queue runs in
@@ -17,7 +19,7 @@
 # Resumable: a run that already finished is skipped by the entry point (it prints `skipped:`), so
 # after an interruption rerun the same command. FORCE=1 reruns finished runs (force=true).
 # PYTHON picks the interpreter (default: .venv/bin/python if present, else python3).
-# Groups: fig1 lr imbalanced depth_cm depth_cfm depth_cc width shape cnn residual frozen original
+# Groups: fig1 lr imbalanced depth_cm depth_cfm depth_cc depth_cm5k width shape cnn residual frozen original
 # linearized nobn (and the aliases all, depth); a preset's own name works too.
 set -eu
 
@@ -30,15 +32,21 @@ fi
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
 dry_run=0
+skip_recorded=
+expect_report=0
 for argument do
     shift
+    if [ "$expect_report" = 1 ]; then skip_recorded=$argument; expect_report=0; continue; fi
     case $argument in
         -n|--dry-run) dry_run=1 ;;
+        --skip-recorded) expect_report=1 ;;
+        --skip-recorded=*) skip_recorded=${argument#--skip-recorded=} ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "error: unknown option $argument" >&2; usage >&2; exit 2 ;;
         *) set -- "$@" "$argument" ;;
     esac
 done
+if [ "$expect_report" = 1 ]; then echo "error: --skip-recorded needs a report folder (docs/reproduction)" >&2; exit 2; fi
 if [ $# -eq 0 ]; then usage >&2; exit 2; fi
 
 # JOBS, when given, is a positive integer (xargs -P 0 would start every job at once); empty: the default.
@@ -98,7 +106,8 @@ if [ "${FORCE:-0}" = 1 ]; then runner_overrides="$runner_overrides force=true"; 
 plan=$(mktemp "${TMPDIR:-/tmp}/run_experiments.XXXXXX")
 trap 'rm -f "$plan"' EXIT
 # shellcheck disable=SC2086  # runner_overrides: words without spaces, split on purpose
-"$PYTHON" sweep_jobs.py --list --log --longest-first --python "$PYTHON" $runner_overrides "$@" > "$plan"
+"$PYTHON" sweep_jobs.py --list --log --longest-first --python "$PYTHON" \
+    ${skip_recorded:+--skip-recorded "$skip_recorded"} $runner_overrides "$@" > "$plan"
 log_dir=$(sed -n 's/^# job logs: //p' "$plan")
 job_count=$(grep -vc '^#' "$plan" || true)
 

@@ -1,9 +1,8 @@
 """Summarize finished runs into runs.csv, runs.md and the paper's composite figures (fig1_grid.png,
-depth_<data>.png), or with --report into the reproduction report (reproduction_report.py).
+depth_<data>.png); the reproduction report is reproduction_report.py's (it reads runs through this).
 
     python summarize_runs.py logs/ --out summaries/             # every results.json under logs/
     python summarize_runs.py logs/ --out summaries/ --best-lr   # per configuration, its best lr only
-    python summarize_runs.py logs --report docs/reproduction --queue-log logs/jobs/run-*.log
 
 Arguments are run directories, results.json files or folders searched for results.json; reanalyses are
 not runs, and a results.json with fields of the wrong types is skipped with a one-line warning.
@@ -433,17 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fig1-data", default="cfm")
     parser.add_argument("--fig1-model", default="GFNN")
     parser.add_argument("--fig1-width", type=int, default=100)
-    parser.add_argument("--report", type=Path, metavar="DIR",
-                        help="write the reproduction report into DIR instead (reproduction_report.py)")
-    parser.add_argument("--queue-log", type=Path, nargs="*", default=[],
-                        help="with --report: run_experiments.sh queue logs, for the sweep's wall time")
     args = parser.parse_args(argv)
-    if args.report:
-        from reproduction_report import write_report
-
-        for path in write_report(load_runs(args.paths), args.report, args.queue_log):
-            print(f"  {path}")
-        return
     runs, written = summarize(args.paths, args.out, args.best_lr, args.fig1_data, args.fig1_model,
                               args.fig1_width)
     diverged = sum(run.status == "diverged" for run in runs)
