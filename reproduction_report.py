@@ -567,7 +567,8 @@ def draw_group_figure(group: Group, series: list[dict], path: Path) -> Path | No
     panels = list(dict.fromkeys(item["panel"] for item in series))
     if group.panels == "optimizer":
         panels = [p for p in ("sgd", "momentum", "adam") if p in panels]
-    figure, axes_list = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.2), squeeze=False)
+    width = max(4.8 * len(panels), 7.5)              # one panel: wide enough for the two-line title
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(width, 4.6), squeeze=False)
     for axes, panel in zip(axes_list[0], panels):
         members = [item for item in series if item["panel"] == panel]
         keys = list(dict.fromkeys(item["line"] for item in members))
