@@ -801,7 +801,7 @@ def _machines(rows: list[dict], context: dict) -> list[str]:
         by_machine[(row["machine"] or "not recorded", row["cpu_kernels"] or "not recorded",
                     row["device"] or "", row["torch"] or "")].append(row)
     for (machine, kernels, device, torch_version), members in sorted(by_machine.items()):
-        commits = sorted({(row["commit"] or "not recorded")[:7] for row in members})
+        commits = sorted({row["commit"][:7] if row["commit"] else "not recorded" for row in members})
         hours = sum(row["wall_seconds"] or 0.0 for row in members) / 3600
         lines.append(f"| {_escape(machine)} | {_escape(kernels)} | {_escape(device)} | {_escape(torch_version)} | "
                      f"{', '.join(_escape(c) for c in commits)} | {len(members)} | {hours:.2f} h |")
