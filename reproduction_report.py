@@ -479,8 +479,9 @@ class Setting:
     planned_seeds: int               # seeds the campaign runs at the chosen lr
 
     def verdict(self, cell: LrCell | None) -> str:
-        """holds | does not hold | undecided, over the seeds of `cell` by the rule HOLDS_FRACTION states."""
-        if cell is None:
+        """holds | does not hold | undecided, over the seeds of `cell` by the rule HOLDS_FRACTION states;
+        undecided while any planned run of the setting is missing (it could move the chosen lr)."""
+        if cell is None or any(row["status"] == "missing" for known in self.cells for row in known.rows):
             return "undecided"
         needed = math.ceil(HOLDS_FRACTION * self.planned_seeds - 1e-9)
         finished = len(cell.finished)
@@ -749,7 +750,7 @@ def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS) -> st
              "median final training loss over the seeds (ties: higher median test accuracy), never by the "
              f"r it gives; its lr is **bold** in the tables. At that lr a setting *holds* when at least "
              f"{needed} of its {len(SEEDS)} seeds show the law (a group run at one seed: that seed), *does "
-             "not hold* when too few can, and is *undecided* while seeds are missing. A group holds when "
+             "not hold* when too few do, and is *undecided* while any of its planned runs is missing. A group holds when "
              "every setting holds; a control group *fails, as the paper says* when no setting holds. A "
              "second training-only rule, the lr of the highest median test accuracy (marked †), shows "
              "whether the lr rule decides a verdict. Groups width and shape run seeds 1-4 only at the lr "
