@@ -244,7 +244,7 @@ def record_of(run, fallback: dict) -> tuple[dict, list[tuple]]:
     record.update({"run": run.name, "r2": _number(fit.get("r2")),
                    "points": int(fit["num_points"]) if isinstance(fit.get("num_points"), int) else None,
                    "test_pearson_r": _number(test_fit.get("pearson_r")), "test_rho": _number(test_fit.get("rho")),
-                   "test_split": str(data_config.get("test_split_name") or "official test split"),
+                   "test_split": str(data_config.get("test_split") or "official"),
                    "machine": machine.get("cpu") or fallback.get("machine"),
                    "cpu_kernels": machine.get("cpu_kernels") or fallback.get("cpu_kernels"),
                    "device": results.get("device"), "torch": versions.get("torch"),
@@ -697,8 +697,9 @@ def _group_section(group: Group, rows: list[dict], profiles: dict) -> tuple[list
     for setting in settings:
         lines += [_cell_row(group, setting, cell) for cell in setting.cells]
     test_splits = sorted({row["test_split"] for row in rows if row["test_split"]})
-    if test_splits and test_splits != ["official test split"]:
-        lines += ["", f"Test accuracy on: {', '.join(_escape(s) for s in test_splits)}."]
+    if test_splits and test_splits != ["official"]:
+        lines += ["", f"Test accuracy on the test split: {', '.join(_escape(s) for s in test_splits)} "
+                  "(heldout: the images of the source not in the training subset)."]
     lines += ["", "Rerun: " + "; ".join(f"`{command}`" for command in group.commands), ""]
     return lines, problems
 
