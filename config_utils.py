@@ -53,6 +53,25 @@ LABEL_MODEL_KEYS = ("depth",)
 MODEL_SHAPE_KEYS = ("layer_num", "hidden_size")
 
 
+# The original repository passes the residual models' arguments at the root (`block_option=bottleneck
+# block_num=4 feature_option=layer`); here they are model.params.*. Command lines accept the root keys
+# as aliases, rewritten before Hydra parses them, so both forms compose to one config and one run.
+ROOT_KEY_ALIASES = {key: f"model.params.{key}" for key in ("block_option", "block_num", "feature_option")}
+
+
+def expand_root_aliases(arguments: list[str]) -> list[str]:
+    """Command line arguments with each override of an alias key (`block_num=4`, `+block_num=4`,
+    `block_num=2,4` ...) written as the key it stands for (`model.params.block_num=4`)."""
+    expanded = []
+    for argument in arguments:
+        body = argument.lstrip("+~")
+        key, separator, value = body.partition("=")
+        if not argument.startswith("-") and key in ROOT_KEY_ALIASES:
+            argument = argument[:len(argument) - len(body)] + ROOT_KEY_ALIASES[key] + separator + value
+        expanded.append(argument)
+    return expanded
+
+
 def model_refers_to(cfg: DictConfig, key: str) -> bool:
     """Whether the model config, unresolved, interpolates the root key `key` (${key})."""
     unresolved = json.dumps(OmegaConf.to_container(cfg.model, resolve=False))

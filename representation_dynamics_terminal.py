@@ -20,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from config_utils import CONF_DIR, REPO_ROOT, ConfigError, register_resolvers
+from config_utils import CONF_DIR, REPO_ROOT, ConfigError, expand_root_aliases, register_resolvers
 from data import DatasetUnavailableError
 from experiment import RunInProgressError, allocation_failure, discard_unused_run_dir, run_experiment
 
@@ -63,5 +63,7 @@ if __name__ == "__main__":
     # fails on torch's module objects); PYTHONPATH lets those processes import it.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     from representation_dynamics_terminal import main as importable_main
+
+    sys.argv[1:] = expand_root_aliases(sys.argv[1:])   # the original's `block_option=...` at the root
 
     importable_main()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from config_utils import CONF_DIR, register_resolvers, run_name
+from config_utils import CONF_DIR, expand_root_aliases, register_resolvers, run_name
 
 ENTRY = "representation_dynamics_terminal.py"
 EXPERIMENT_DIR = CONF_DIR / "experiment"
@@ -163,6 +163,7 @@ def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = Fa
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     register_resolvers()
+    extras = expand_root_aliases(list(extras))
     groups = expand_groups(list(names))
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
