@@ -10,15 +10,27 @@ of the campaign, finished or not, with the machine, CPU kernels, torch version a
 it) and profiles.csv (every measured D: run, split, BatchNorm mode, point). A merge adds the finished
 runs of a logs/ folder (a run name already recorded is never added twice); the rebuild reads the tables
 alone. Each PNG carries the digest of the data it draws, so a test can tell a stale figure.
+
+Untrusted files. results.json files (runs and their reanalyses) are read and checked by summarize_runs
+(read_json, results_problem: the one reader and schema of both tools); queue logs must be regular UTF-8
+files of at most MAX_QUEUE_LOG_BYTES whose start/exit lines carry valid times. Each such file that fails
+is skipped with one `warning: ... PATH: problem` line on stderr. The report folder's own files (runs.csv,
+profiles.csv, context.json, epoch_costs.csv) are the report's state: one that fails is one `error:
+PATH: problem` line and exit status 2, and so is a bad argument (a --merge or --queue-log path that does
+not exist). Nothing is written until every output is rendered and every output name checked
+(summarize_runs.output_path: no symbolic link or other non-regular file at a name is followed or
+replaced, refused in one error line instead), and each file is then replaced atomically: a run that fails
+leaves the previous README.md, tables and figures as they were. Values from files go into the markdown
+through summarize_runs.markdown_escape / markdown_code and into the CSV through csv_cell.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
 import json
 import math
+import os
 import re
 import statistics
 import struct
@@ -29,7 +41,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from atomic_io import atomic_savefig, atomic_write, atomic_write_json
+from atomic_io import atomic_write_json
+from summarize_runs import (BadFile, OneLineParser, UnsafeOutput, csv_cell, fields_problem, figure_text,
+                            load_runs, markdown_code, markdown_escape, output_folder, output_path, printable,
+                            read_json, read_results, read_text, warn, write_outputs)
 
 # A run "shows the law" when ln D_l against l has Pearson r at or below this, from a fit of 3 or more
 # points (two points give r = +-1 whatever the profile): BatchNorm MLPs on cfm reach r below -0.99.
@@ -124,6 +139,10 @@ NUMERIC = INTEGER | {"lr", "pearson_r", "rho", "r2", "D_first", "D_last", "train
 COMPARED = ("pearson_r", "rho", "D_first", "D_last", "train_accuracy", "test_accuracy", "final_train_loss")
 PROFILE_COLUMNS = ("run", "split", "bn_mode", "point", "D")
 PAPER_MODE = "train_batches"
+MAX_TABLE_BYTES = 64 * 2 ** 20       # runs.csv and profiles.csv: some 1 MB now (the test bounds them at 20 MB)
+MAX_CONTEXT_BYTES = 4 * 2 ** 20      # context.json: some 4 kB
+MAX_QUEUE_LOG_BYTES = 16 * 2 ** 20   # a queue log: a line per job start and exit, some 100 bytes each
+REQUIRED_COLUMNS = ("group", "run", "status", "lr")   # what every row of runs.csv holds for the report
 
 
 # ---------------------------------------------------------------------------------------- the tables
@@ -135,15 +154,7 @@ def _number(value) -> float | None:
     return number
 
 
-def _cell(value) -> str:
-    """A CSV cell: floats as repr (they read back bit for bit); text that a spreadsheet would take for
-    a formula gets a leading quote."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") and _number(text) is None else text
+_cell = csv_cell           # the one CSV escaping of both tools (summarize_runs)
 
 
 def _csv_text(columns, rows) -> str:
@@ -155,29 +166,63 @@ def _csv_text(columns, rows) -> str:
     return buffer.getvalue()
 
 
-def read_rows(path: Path) -> list[dict]:
-    """runs.csv as dicts (numbers as numbers, empty cells None; columns a table lacks are None)."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
+def _csv_rows(path: Path, text: str | None = None, limit: int = MAX_TABLE_BYTES) -> list[dict]:
+    """The rows of a CSV file (or of `text`, its pending content) as dicts; BadFile when it is not a
+    regular UTF-8 file of at most `limit` bytes or not CSV."""
+    text = read_text(path, limit) if text is None else text
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise BadFile(path, f"not CSV ({printable(error)})") from None
+
+
+def _table_number(path: Path, position: int, key: str, value: str, integer: bool = False):
+    try:
+        parsed = float(value)
+    except ValueError:
+        raise BadFile(path, f"row {position}: {key} {json.dumps(value)[:40]} is not a number") from None
+    if not integer:
+        return parsed
+    if not (math.isfinite(parsed) and parsed.is_integer()):
+        raise BadFile(path, f"row {position}: {key} {json.dumps(value)[:40]} is not an integer")
+    return int(parsed)
+
+
+def read_rows(path: Path, text: str | None = None) -> list[dict]:
+    """runs.csv (or `text`, its pending content) as dicts (numbers as numbers, empty cells None; columns
+    a table lacks are None); BadFile naming the row of a number that is none."""
+    rows = _csv_rows(path, text)
+    for position, row in enumerate(rows, start=1):
         for key in RUN_COLUMNS:
             value = row.get(key)
             if value in ("", None):
                 row[key] = None
             elif key in NUMERIC:
-                row[key] = int(float(value)) if key in INTEGER else float(value)
+                row[key] = _table_number(path, position, key, value, key in INTEGER)
             elif value.startswith("'"):
                 row[key] = value[1:]
     return rows
 
 
-def read_profiles(path: Path) -> dict[str, list[tuple[str, str, int, float]]]:
-    """profiles.csv: run name -> [(split, bn_mode, point, D)]."""
+def check_rows(path: Path, rows: list[dict]) -> None:
+    """BadFile unless every row holds what the report needs (REQUIRED_COLUMNS)."""
+    for position, row in enumerate(rows, start=1):
+        if empty := [key for key in REQUIRED_COLUMNS if row[key] is None]:
+            raise BadFile(path, f"row {position}: {', '.join(empty)} empty, every row of the report needs it")
+
+
+def read_profiles(path: Path, text: str | None = None) -> dict[str, list[tuple[str, str, int, float]]]:
+    """profiles.csv (or `text`, its pending content): run name -> [(split, bn_mode, point, D)]; empty
+    when there is no such file."""
     profiles = defaultdict(list)
-    if path.is_file():
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                profiles[row["run"]].append((row["split"], row["bn_mode"], int(row["point"]), float(row["D"])))
+    if text is None and not os.path.lexists(path):
+        return profiles
+    for position, row in enumerate(_csv_rows(path, text), start=1):
+        if missing := [key for key in PROFILE_COLUMNS if row.get(key) in (None, "")]:
+            raise BadFile(path, f"row {position}: {', '.join(missing)} empty")
+        profiles[row["run"]].append((row["split"], row["bn_mode"],
+                                     _table_number(path, position, "point", row["point"], integer=True),
+                                     _table_number(path, position, "D", row["D"])))
     return profiles
 
 
@@ -207,10 +252,11 @@ def _eval_reanalysis(run_dir: Path) -> dict | None:
     """The eval-mode reanalysis of a run (reanalyze.py analysis.bn_mode=eval, training split), if any."""
     for path in sorted((run_dir / "reanalysis").glob("*/results.json")):
         try:
-            results = json.loads(path.read_text())
-        except (OSError, ValueError):
+            results = read_results(path, required=())
+        except BadFile as error:
+            warn(f"warning: skipping reanalysis {error}")
             continue
-        config = results.get("config") if isinstance(results, dict) else None
+        config = results.get("config")
         if (isinstance(config, dict) and (config.get("analysis") or {}).get("bn_mode") == "eval"
                 and results.get("split", "train") == "train"
                 and config.get("measure", "within_variance") == "within_variance"
@@ -313,11 +359,18 @@ def merge(out: Path, log_paths: list[Path], fallback: dict | None = None, groups
     runs not finished anywhere stay `missing`). A recorded run is never replaced, except a row written
     before the tables existed (no commit): a fresh run of it replaces it and the merge says whether its
     numbers are the same bit for bit."""
-    from summarize_runs import load_runs
+    outcome, tables = merge_tables(out, log_paths, fallback, groups)
+    output_folder(out)
+    write_outputs(out, tables)
+    return outcome
 
+
+def merge_tables(out: Path, log_paths: list[Path], fallback: dict | None = None,
+                 groups=GROUPS) -> tuple[MergeOutcome, dict[str, str]]:
+    """merge's outcome and the new content of runs.csv and profiles.csv, nothing written."""
     fallback = fallback or {}
     rows_path, profiles_path = out / "runs.csv", out / "profiles.csv"
-    recorded = {row["run"]: row for row in (read_rows(rows_path) if rows_path.is_file() else [])
+    recorded = {row["run"]: row for row in (read_rows(rows_path) if os.path.lexists(rows_path) else [])
                 if row["status"] in FINISHED}
     profiles = read_profiles(profiles_path)
     runs = {run.name: run for run in load_runs(log_paths) if run.status in FINISHED}
@@ -366,26 +419,44 @@ def merge(out: Path, log_paths: list[Path], fallback: dict | None = None, groups
     profile_rows = [{"run": name, "split": split, "bn_mode": mode, "point": point, "D": value}
                     for name in sorted(profiles) if name in kept_runs
                     for split, mode, point, value in sorted(profiles[name])]
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(rows_path, lambda tmp: tmp.write_text(_csv_text(RUN_COLUMNS, rows)))
-    atomic_write(profiles_path, lambda tmp: tmp.write_text(_csv_text(PROFILE_COLUMNS, profile_rows)))
-    return outcome
+    return outcome, {"runs.csv": _csv_text(RUN_COLUMNS, rows), "profiles.csv": _csv_text(PROFILE_COLUMNS, profile_rows)}
 
 
 # -------------------------------------------------------------------------------- the context facts
 QUEUE_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] (start|exit \d+): (.*)$")
+QUEUE_LIKE = re.compile(r"^\[[^\]]*\] (start|exit)\b")   # what a start/exit line, well-formed or not, starts with
+TIMESTAMP = "%Y-%m-%d %H:%M:%S"
+
+
+def _moment(text: str) -> float:
+    """A queue log's time as a timestamp; ValueError (or OverflowError, OSError) for an invalid one."""
+    return datetime.strptime(text, TIMESTAMP).timestamp()
+
+
+def queue_events(path: Path, text: str) -> list[tuple[float, int, str]]:
+    """(time, 0 for a start or -1 for an exit, job) per start/exit line of a queue log's `text`;
+    BadFile for a line that looks like one but is malformed (its time or exit status)."""
+    events = []
+    for position, line in enumerate(text.splitlines(), start=1):
+        match = QUEUE_LINE.match(line)
+        if not match:
+            if QUEUE_LIKE.match(line):
+                raise BadFile(path, f"line {position}: a malformed start or exit line {json.dumps(line)[:60]}")
+            continue
+        try:
+            moment = _moment(match.group(1))
+        except (ValueError, OverflowError, OSError):
+            raise BadFile(path, f"line {position}: {match.group(1)!r} is not a valid time") from None
+        events.append((moment, 0 if match.group(2) == "start" else -1, match.group(3)))
+    return events
 
 
 def queue_statistics(log_paths: list[Path]) -> dict | None:
     """Wall time, job count and the most jobs running at once, from run_experiments.sh's start/exit
-    lines (its output on the CPU: logs/jobs/run-*.log)."""
+    lines (its output on the CPU: logs/jobs/run-*.log); BadFile for a log that cannot be read."""
     events = []
     for path in log_paths:
-        for line in Path(path).read_text(errors="replace").splitlines():
-            match = QUEUE_LINE.match(line)
-            if match:
-                moment = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-                events.append((moment, 0 if match.group(2) == "start" else -1, match.group(3)))
+        events += queue_events(path, read_text(path, MAX_QUEUE_LOG_BYTES))
     if not events:
         return None
     events.sort(key=lambda event: (event[0], event[1]))   # at one second, exits before starts
@@ -399,13 +470,18 @@ def queue_statistics(log_paths: list[Path]) -> dict | None:
 
 
 def add_queues(context: dict, queue_logs: list[Path]) -> None:
-    """Each run_experiments.sh queue log's statistics into context['queues'] (once per log start)."""
+    """Each run_experiments.sh queue log's statistics into context['queues'] (once per log start); a log
+    that cannot be read, is malformed or holds no start line is skipped with one warning line."""
     queues = context.setdefault("queues", [])
     for path in queue_logs:
-        queue = queue_statistics([path])
-        if not queue:
+        try:
+            queue = queue_statistics([path])
+            if not queue or not queue["jobs"]:
+                raise BadFile(path, "no start line of run_experiments.sh")
+        except BadFile as error:
+            warn(f"warning: skipping queue log {error}")
             continue
-        command = next((line[len("# command: "):] for line in Path(path).read_text(errors="replace").splitlines()
+        command = next((line[len("# command: "):] for line in read_text(path, MAX_QUEUE_LOG_BYTES).splitlines()
                         if line.startswith("# command: ")), Path(path).name)
         entry = {"command": command, **queue}
         queues[:] = [known for known in queues if (known.get("command"), known.get("started"))
@@ -413,11 +489,75 @@ def add_queues(context: dict, queue_logs: list[Path]) -> None:
 
 
 def read_epoch_costs(path: Path) -> list[dict]:
-    """benchmarks/epoch_costs.py's table (epoch_costs.csv in the report folder), if it is there."""
-    if not path.is_file():
+    """benchmarks/epoch_costs.py's table (epoch_costs.csv in the report folder), if it is there; BadFile
+    naming the first row epoch_cost_problem finds."""
+    if not os.path.lexists(path):
         return []
-    with open(path, newline="") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
+    rows = [dict(row) for row in _csv_rows(path, limit=MAX_CONTEXT_BYTES)]
+    for position, row in enumerate(rows, start=1):
+        if (problem := epoch_cost_problem(row, f"row {position}: ")) is not None:
+            raise BadFile(path, problem)
+    return rows
+
+
+QUEUE_FIELDS = {"command": "str", "jobs": "integer", "peak_parallel_jobs": "integer", "wall_seconds": "number",
+                "started": "str"}
+QUEUE_REQUIRED = ("command", "jobs", "peak_parallel_jobs", "wall_seconds")
+EPOCH_COST_TEXT = ("group", "command", "model")
+
+
+def epoch_cost_problem(cost, where: str) -> str | None:
+    """Why one epoch-cost entry cannot be shown (text fields strings; seconds a finite number >= 0;
+    epochs and runs whole numbers, as numbers or the CSV's text), or None."""
+    if not isinstance(cost, dict):
+        return f"{where}is {type(cost).__name__}, expected an object"
+    for key in EPOCH_COST_TEXT:
+        if not isinstance(cost.get(key), str):
+            return f"{where}{key} is {json.dumps(cost.get(key))[:40]}, expected text"
+    seconds = cost.get("seconds_per_epoch")
+    value = None if isinstance(seconds, bool) else _number(seconds)
+    if value is None or not math.isfinite(value) or value < 0:
+        return f"{where}seconds_per_epoch is {json.dumps(seconds)[:40]}, expected a number of seconds"
+    for key in ("epochs", "runs"):
+        value = cost.get(key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                or isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value)):
+            return f"{where}{key} is {json.dumps(value)[:40]}, expected a whole number"
+    return None
+
+
+def context_problem(context) -> str | None:
+    """Why context.json cannot be used (the queues and epoch costs the report shows), or None."""
+    if not isinstance(context, dict):
+        return f"it holds a {type(context).__name__}, expected an object"
+    for key in ("queues", "epoch_costs"):
+        if not isinstance(context.get(key, []), list):
+            return f"{key} is {type(context[key]).__name__}, expected a list"
+    for position, queue in enumerate(context.get("queues", [])):
+        where = f"queues[{position}]"
+        if not isinstance(queue, dict):
+            return f"{where} is {type(queue).__name__}, expected an object"
+        if problem := fields_problem(queue, QUEUE_FIELDS, f"{where}.", QUEUE_REQUIRED):
+            return problem
+        if queue.get("started") is not None:
+            try:
+                _moment(queue["started"])
+            except (ValueError, OverflowError, OSError):
+                return f"{where}.started {json.dumps(queue['started'])[:40]} is not a time YYYY-MM-DD HH:MM:SS"
+    for position, cost in enumerate(context.get("epoch_costs", [])):
+        if (problem := epoch_cost_problem(cost, f"epoch_costs[{position}]: ")) is not None:
+            return problem
+    return None
+
+
+def read_context(path: Path) -> dict:
+    """context.json ({} when there is none); BadFile when it cannot be read or context_problem objects."""
+    if not os.path.lexists(path):
+        return {}
+    context = read_json(path, MAX_CONTEXT_BYTES)
+    if (problem := context_problem(context)) is not None:
+        raise BadFile(path, problem)
+    return context
 
 
 # ------------------------------------------------------------------------------------- over the seeds
@@ -498,7 +638,7 @@ def settings_of(group: Group, rows: list[dict]) -> list[Setting]:
         by_setting[tuple(row[key] for key in group.setting)][row["lr"]].append(row)
     settings = []
     for key in sorted(by_setting, key=lambda k: tuple(_sortable(v) for v in k)):
-        cells = [LrCell(key, lr, by_setting[key][lr]) for lr in sorted(by_setting[key])]
+        cells = [LrCell(key, lr, by_setting[key][lr]) for lr in sorted(by_setting[key], key=_sortable)]
         candidates = [cell for cell in cells if cell.finished]
         by_loss = min(candidates, key=lambda c: (c.median_loss(), -c.median_test_accuracy(), c.lr), default=None)
         by_accuracy = min(candidates, key=lambda c: (-c.median_test_accuracy(), c.median_loss(), c.lr), default=None)
@@ -554,6 +694,12 @@ def series_digest(series: list[dict]) -> str:
 
 
 def draw_group_figure(group: Group, series: list[dict], path: Path) -> Path | None:
+    """group_figure_png written to `path` (a checked output name), or None when there is no series."""
+    png = group_figure_png(group, series)
+    return None if png is None else write_outputs(path.parent, {path.name: png})[0]
+
+
+def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
     """D_l on a log axis against l, one colour per line key (a setting at its chosen lr, or an lr), a
     thin line per seed (seed 666 with markers); a panel per `group.panels` value. The PNG's Description
     holds the digest of `series`."""
@@ -580,8 +726,8 @@ def draw_group_figure(group: Group, series: list[dict], path: Path) -> Path | No
             first = item is next(m for m in members if m["line"] == item["line"])
             axes.semilogy(*zip(*item["points"]), "-", marker="o" if item["seed"] == 666 else None,
                           markersize=3, linewidth=0.9, alpha=0.85, color=color,
-                          label=item["line"] if first else None)
-        axes.set_title(f"{group.panels} {panel}" if group.panels else group.name, fontsize=10)
+                          label=figure_text(item["line"], 120) if first else None)
+        axes.set_title(f"{group.panels} {figure_text(panel)}" if group.panels else group.name, fontsize=10)
         axes.set_xlabel("layer l")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel("D_l (log scale)")
@@ -593,10 +739,11 @@ def draw_group_figure(group: Group, series: list[dict], path: Path) -> Path | No
                     f"({', '.join(map(str, seeds))}; seed 666 with markers); BatchNorm in train mode",
                     fontsize=9)
     figure.tight_layout()
-    atomic_savefig(figure, path, dpi=100, metadata={"Description": "data sha256 " + series_digest(series),
-                                                   "Software": None})
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(series),
+                                                            "Software": None})
     plt.close(figure)
-    return path
+    return buffer.getvalue()
 
 
 def png_description(path: Path) -> str | None:
@@ -623,10 +770,7 @@ def _format(value, spec: str) -> str:
     return format(value, spec)
 
 
-def _escape(text) -> str:
-    """A value from a file as markdown table text: no pipes, newlines or HTML."""
-    text = str(text if text is not None else "")
-    return re.sub(r"\s+", " ", text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+_escape = markdown_escape   # the one markdown escaping of both tools (summarize_runs)
 
 
 def _setting_text(group: Group, key: tuple) -> str:
@@ -724,8 +868,8 @@ def _beyond_the_paper(rows: list[dict]) -> list[str]:
         medians = " / ".join(_format(_median(row[key] for row in selected), ".4f") or "-"
                              for key, selected in (("pearson_r", members), ("eval_pearson_r", paired),
                                                    ("test_pearson_r", tested)))
-        lower = sum(row["eval_rho"] is not None and row["eval_rho"] < row["rho"] for row in paired)
-        higher = sum(row["test_rho"] is not None and row["test_rho"] > row["rho"] for row in tested)
+        lower = sum(None not in (row["eval_rho"], row["rho"]) and row["eval_rho"] < row["rho"] for row in paired)
+        higher = sum(None not in (row["test_rho"], row["rho"]) and row["test_rho"] > row["rho"] for row in tested)
         lines.append(f"| {name} | {len(members)} | {law(members, 'pearson_r')} | {law(paired, 'eval_pearson_r')} | "
                      f"{law(tested, 'test_pearson_r')} | {medians} | {lower} of {len(paired)} | {higher} of {len(tested)} |")
     return lines + [""]
@@ -789,8 +933,9 @@ def _not_run(context: dict) -> list[str]:
         if cost["group"] not in reasons or (cost["group"] == "original" and "cifar10" not in cost["model"]):
             continue
         hours = float(cost["seconds_per_epoch"]) * int(cost["epochs"]) * int(cost["runs"]) / 3600
-        lines.append(f"| {cost['group']} | {reasons[cost['group']]} | `{cost['command']}` | {cost['model']} | "
-                     f"{float(cost['seconds_per_epoch']):.3g} | {cost['runs']} | {hours:.1f} h |")
+        lines.append(f"| {_escape(cost['group'])} | {reasons[cost['group']]} | {markdown_code(cost['command'], table=True)} | "
+                     f"{_escape(cost['model'])} | {float(cost['seconds_per_epoch']):.3g} | {_escape(cost['runs'])} | "
+                     f"{hours:.1f} h |")
     return lines + [""]
 
 
@@ -810,7 +955,7 @@ def _machines(rows: list[dict], context: dict) -> list[str]:
     total = sum(row["wall_seconds"] or 0.0 for row in unique.values()) / 3600
     lines += ["", f"- Compute: {len(unique)} runs, {total:.2f} h of run time in all (each run on one thread)."]
     for queue in context.get("queues", []):
-        lines.append(f"- Sweep `{_escape(queue['command'])}` (started {queue.get('started', '?')}): "
+        lines.append(f"- Sweep {markdown_code(queue['command'])} (started {_escape(queue.get('started') or '?')}): "
                      f"{queue['jobs']} jobs, at most {queue['peak_parallel_jobs']} at once, "
                      f"{queue['wall_seconds'] / 60:.1f} min wall time.")
     lines.append("- Rows whose machine is 'not recorded' were run before the tables existed (the one-seed "
@@ -819,11 +964,14 @@ def _machines(rows: list[dict], context: dict) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------- the commands
-def rebuild(out: Path, groups=GROUPS) -> tuple[str, dict[str, list[dict]]]:
-    """README.md's text and each figure's series, from out/runs.csv, out/profiles.csv, out/context.json."""
-    rows = read_rows(out / "runs.csv")
-    profiles = read_profiles(out / "profiles.csv")
-    context = json.loads((out / "context.json").read_text()) if (out / "context.json").is_file() else {}
+def rebuild(out: Path, groups=GROUPS, pending: dict | None = None) -> tuple[str, dict[str, list[dict]]]:
+    """README.md's text and each figure's series, from out/runs.csv, out/profiles.csv, out/context.json
+    (or their pending content: text of the CSVs, the context as a dict)."""
+    pending = pending or {}
+    rows = read_rows(out / "runs.csv", pending.get("runs.csv"))
+    check_rows(out / "runs.csv", rows)
+    profiles = read_profiles(out / "profiles.csv", pending.get("profiles.csv"))
+    context = pending["context.json"] if "context.json" in pending else read_context(out / "context.json")
     by_group = defaultdict(list)
     for row in rows:
         by_group[row["group"]].append(row)
@@ -832,21 +980,28 @@ def rebuild(out: Path, groups=GROUPS) -> tuple[str, dict[str, list[dict]]]:
     return render(rows, profiles, context, groups), figures
 
 
-def write_report(out: Path, groups=GROUPS) -> list[Path]:
-    """README.md and one PNG per group with profiles, rebuilt from the tables in `out`."""
-    text, figures = rebuild(out, groups)
-    written = []
-    for group in groups:
-        path = out / f"{group.name}.png"
-        if figures.get(group.name):
-            written.append(draw_group_figure(group, figures[group.name], path))
-    written.append(atomic_write(out / "README.md", lambda tmp: tmp.write_text(text)))
-    return written
+def write_report(out: Path, groups=GROUPS, pending: dict | None = None) -> list[Path]:
+    """README.md and one PNG per group with profiles, rebuilt from the tables in `out` (or `pending`:
+    name -> the new runs.csv or profiles.csv text, or the context.json dict, written too). Everything is
+    rendered and every output name checked (output_path) before anything is written; README.md last."""
+    pending = dict(pending or {})
+    text, figures = rebuild(out, groups, pending)
+    drawn = [group for group in groups if figures.get(group.name)]
+    output_folder(out)
+    for name in [*pending, *(f"{group.name}.png" for group in drawn), "README.md"]:
+        output_path(out, name)           # refuse before drawing anything
+    pngs = {f"{group.name}.png": group_figure_png(group, figures[group.name]) for group in drawn}
+    context = pending.pop("context.json", None)
+    written = write_outputs(out, pending)
+    if context is not None:
+        atomic_write_json(output_path(out, "context.json"), context)
+        written.append(out / "context.json")
+    return written + write_outputs(out, pngs) + write_outputs(out, {"README.md": text})
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Merge finished runs into the report's tables and rebuild "
-                                                 "its README.md and figures from them.")
+    parser = OneLineParser(description="Merge finished runs into the report's tables and rebuild "
+                                       "its README.md and figures from them.")
     parser.add_argument("report", type=Path, help="the report folder (docs/reproduction)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="LOGS", default=[],
                         help="add the finished runs under these folders (e.g. logs/) to the tables first")
@@ -863,22 +1018,30 @@ def main(argv: list[str] | None = None) -> None:
             for command in group.commands:
                 print(command.replace("sh run_experiments.sh ", f"sh run_experiments.sh --skip-recorded {args.report} "))
         return
+    for option, paths in (("--merge", args.merge), ("--queue-log", args.queue_log)):
+        for path in paths:
+            if not os.path.lexists(path):
+                parser.error(f"{option} {path}: no such file or folder")
     try:
+        pending, lines = {}, []
         if args.merge:
             fallback = {"commit": args.commit, "machine": args.machine, "cpu_kernels": args.cpu_kernels}
-            for line in merge(args.report, args.merge, fallback).lines():
-                print(line, file=sys.stderr if line.startswith("warning") else sys.stdout)
+            outcome, tables = merge_tables(args.report, args.merge, fallback, GROUPS)
+            pending.update(tables)
+            lines = outcome.lines()
         if args.queue_log or args.merge:
-            context_path = args.report / "context.json"
-            context = json.loads(context_path.read_text()) if context_path.is_file() else {}
+            context = read_context(args.report / "context.json")
             add_queues(context, args.queue_log)
             context["epoch_costs"] = read_epoch_costs(args.report / "epoch_costs.csv")
-            atomic_write_json(context_path, context)
-        written = write_report(args.report)
-    except (OSError, ValueError, KeyError) as error:
-        print(f"error: {args.report}: {error}", file=sys.stderr)
+            pending["context.json"] = context
+        written = write_report(args.report, GROUPS, pending)
+    except (OSError, ValueError, KeyError) as error:   # BadFile and UnsafeOutput (ValueErrors) name their path
+        where = "" if isinstance(error, (BadFile, UnsafeOutput)) else f"{args.report}: "
+        print(f"error: {printable(where)}{printable(error)}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"wrote {', '.join(path.name for path in written)} in {args.report}")
+    for line in lines:
+        print(line, file=sys.stderr if line.startswith("warning") else sys.stdout)
+    print(f"wrote {', '.join(path.name for path in written)} in {printable(args.report)}")
 
 
 if __name__ == "__main__":
