@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -104,6 +105,42 @@ def run_name(cfg: DictConfig) -> str:
     if cfg.training.name != "standard":
         parts.append(cfg.training.name)
     return "-".join(str(part) for part in parts) + f"-{identity_hash(cfg)}"
+
+
+# Values that become parts of file names (run directories, caches, figures): each a plain name of
+# letters, digits and ._=+,- that starts with a letter or digit (no '/', no '..', nothing hidden),
+# at most 64 characters; a run name at most 160, so that a temporary beside any of its files
+# (.NAME.tmp-<owner>-<random>, atomic_io) fits the 255 bytes of a file name.
+NAME_KEYS = ("data.name", "model.name", "model.tag", "optimization.name", "training.name")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+,-]{0,63}", re.ASCII)
+MAX_RUN_NAME = 160
+
+
+def name_problem(value) -> str | None:
+    """Why `value` cannot be a file name component (SAFE_NAME), or None."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+        return "a name of letters, digits and ._=+,- starting with a letter or digit, at most 64 characters"
+    return None
+
+
+def check_names(cfg: DictConfig, keys: tuple[str, ...] = NAME_KEYS) -> None:
+    """ConfigError for a value of `keys` that is not a safe file name component, or a run name too long."""
+    for key in keys:
+        if (problem := name_problem(OmegaConf.select(cfg, key))) is not None:
+            raise ConfigError(f"{key}={_format(OmegaConf.select(cfg, key))}: allowed: {problem}")
+    if keys == NAME_KEYS and len(name := run_name(cfg)) > MAX_RUN_NAME:
+        longest = max(keys, key=lambda key: len(str(OmegaConf.select(cfg, key))))
+        raise ConfigError(f"{longest}={OmegaConf.select(cfg, longest)}: makes the run name {len(name)} "
+                          f"characters long; allowed: a run name of at most {MAX_RUN_NAME}")
+
+
+def inside(root: Path | str, path: Path | str) -> bool:
+    """Whether `path`, with every link resolved, lies inside the folder `root` (resolved too)."""
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def is_int(value) -> bool:
@@ -213,6 +250,20 @@ def check_values(cfg: DictConfig, choices: dict[str, tuple[str, ...]]) -> None:
 
 
 # ------------------------------------------------------------------- validation before Hydra launches
+# The callback that validates every run before Hydra makes a directory (conf/config.yaml). Without it
+# a refused value would leave a directory behind, so command lines may add callbacks but not remove or
+# replace this one.
+VALIDATION_CALLBACK = "hydra.callbacks.validate_before_launch"
+
+
+def removes_validation(arguments: list[str]) -> str | None:
+    """The first command line override that would remove or replace VALIDATION_CALLBACK, or None."""
+    for argument in arguments:
+        key = argument.lstrip("+~").partition("=")[0]
+        if key == "hydra.callbacks" or key == VALIDATION_CALLBACK or key.startswith(VALIDATION_CALLBACK + "."):
+            return argument
+    return None
+
 # The run directories a command is about to create (a JSON list), set before Hydra creates any; jobs
 # in other processes (joblib, submitit) inherit it.
 NEW_RUN_DIRS_ENV = "EQUI_SEPARATION_NEW_RUN_DIRS"

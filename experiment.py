@@ -7,8 +7,10 @@ curves), dynamics.png with analysis.every_n_epochs and tensorboard/ with logger=
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -23,11 +25,13 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from atomic_io import atomic_torch_save, atomic_write_json, file_lock, lock_held_elsewhere
+from atomic_io import (atomic_torch_save, atomic_write, atomic_write_json, file_lock, is_dead_owner,
+                       lock_held_elsewhere, owner_token, read_small_text, remove_stale_temporaries)
 from cpu_kernels import cpu_kernels
-from config_utils import (REPO_ROOT, ConfigError, check_output_folders, check_values,
-                          created_by_this_command, identity_hash, record_new_run_dirs, sweep_job_configs)
-from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of,
+from config_utils import (REPO_ROOT, ConfigError, check_names, check_output_folders, check_values,
+                          created_by_this_command, folder_problem, identity_hash, record_new_run_dirs, run_name,
+                          sweep_job_configs)
+from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of, class_counts_of,
                   input_shape_of, prepare_dataset)
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
                                      measure_profile, profile_and_fit)
@@ -39,6 +43,8 @@ from variance_analysis import MEASURE_LABELS, MEASURES
 log = logging.getLogger("representation_dynamics")
 
 RUN_OUTPUTS = ("results.json", "profile.png", "checkpoint.pt", "dynamics.png", "training.png", "history.csv")
+RUN_MARKER = ".identity"     # the identity hash of the configuration a run folder belongs to
+JOB_LOG = "representation_dynamics_terminal.log"   # Hydra's log of the entry script's job
 
 
 class RunInProgressError(RuntimeError):
@@ -90,7 +96,9 @@ def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root",
     trained (train_models.check_buildable)."""
     check_values(cfg, {"measure": tuple(MEASURES), "analysis.bn_mode": BN_MODES,
                        "training.name": tuple(TRAINING_SCHEMES), "optimization.name": tuple(OPTIMIZER_STATES)})
+    check_names(cfg)
     check_split_sizes(cfg.data, cfg.analysis.test_subset_size)
+    check_bn_batches(cfg)
     device = resolve_device(str(cfg.device))
     check_output_folders(cfg, output_keys)
     check_cache_folder(cfg.data, Path(cfg.data_root), int(cfg.seed))
@@ -98,13 +106,29 @@ def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root",
     check_logger(cfg.get("logger"))
 
 
-def refuse_invalid(configs: list[DictConfig]) -> None:
-    """Validate every config; print one `error:` line per distinct problem and exit with status 2 if
-    any is invalid (before any job of them starts)."""
+def check_bn_batches(cfg: DictConfig) -> None:
+    """ConfigError when train-mode BatchNorm measuring (analysis.bn_batch_size) would end the training
+    split or the test subset with a batch of one sample, which BatchNorm cannot normalize."""
+    if str(cfg.analysis.bn_mode) != "train_batches":
+        return
+    size, classes = int(cfg.analysis.bn_batch_size), int(cfg.data.num_classes)
+    test_subset = int(cfg.analysis.test_subset_size) // classes * classes   # size // K of each class
+    for what, count in (("training split", sum(class_counts_of(cfg.data))),
+                        ("test subset (analysis.test_subset_size)", test_subset)):
+        if count % size == 1:
+            raise ConfigError(f"analysis.bn_batch_size={size}: the {what} of {count} samples would end with a "
+                              "batch of one sample, which train-mode BatchNorm cannot measure; allowed: a size "
+                              f"that does not leave one sample over ({count} % size != 1)")
+
+
+def refuse_invalid(configs: list[DictConfig], run_dirs: list[Path], run_dir_key: str) -> None:
+    """Validate every config and its run directory; print one `error:` line per distinct problem and exit
+    with status 2 if any is invalid (before any job of them starts)."""
     errors = []
-    for config in configs:
+    for config, run_dir in zip(configs, run_dirs):
         try:
             validate_config(config)
+            check_run_dir(run_dir, config, run_dir_key)
         except ConfigError as error:
             if str(error) not in errors:
                 errors.append(str(error))
@@ -126,7 +150,7 @@ class ValidateBeforeLaunch(Callback):
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs) -> None:
         if config_name != self.config_name:
             return
-        refuse_invalid([config])
+        refuse_invalid([config], [Path(config.hydra.run.dir)], "hydra.run.dir")
         record_new_run_dirs([Path(config.hydra.run.dir)])
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs) -> None:
@@ -138,8 +162,9 @@ class ValidateBeforeLaunch(Callback):
             return
         if jobs is None:
             return
-        refuse_invalid(jobs)
-        record_new_run_dirs([Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir) for job in jobs])
+        run_dirs = [Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir) for job in jobs]
+        refuse_invalid(jobs, run_dirs, "hydra.sweep.subdir")
+        record_new_run_dirs(run_dirs)
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -279,41 +304,44 @@ def results_record(cfg: DictConfig, run_name: str, identity: str, trained: Train
 
 
 def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, trained: Trained,
-               measured: Measurement | None, timings: dict) -> Path:
+               measured: Measurement | None, timings: dict, name: str | None = None) -> Path:
     """Checkpoint and figures of a completed run, then results.json (last: its presence means the run
-    finished). Returns the path of results.json."""
+    finished), into run_dir; `name` is the run's name (default: run_dir's). Returns results.json."""
+    name = name or run_dir.name
     from plotting import save_dynamics_figure, save_profile_figure, save_training_figure  # matplotlib: not before
 
     started = time.perf_counter()
     trained.curves.write_csv(run_dir / "history.csv")
-    save_training_figure(trained.curves.record, run_dir.name, run_dir / "training.png")
+    save_training_figure(trained.curves.record, name, run_dir / "training.png")
     if measured is not None:
         atomic_torch_save({"model_state": run.model.state_dict(),
                            "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
-        title = f"{run_dir.name}\n{bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))}"
+        title = f"{name}\n{bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))}"
         ylabel = MEASURE_LABELS[str(cfg.measure)]
         profiles = [("train", measured.layers, measured.fit)]
         if measured.test_samples:
             profiles.append((f"test ({measured.test_samples})", measured.test_layers, measured.test_fit))
-        save_profile_figure(profiles, title, [run_dir / "profile.png", Path(cfg.figures_dir) / f"{run_dir.name}.png"],
+        save_profile_figure(profiles, title, [run_dir / "profile.png", Path(cfg.figures_dir) / f"{name}.png"],
                             ylabel=ylabel)
         if trained.dynamics:
             save_dynamics_figure(trained.dynamics, title, run_dir / "dynamics.png", ylabel=ylabel)
     timings["write"] = time.perf_counter() - started
-    results = results_record(cfg, run_dir.name, identity, trained, measured, timings, run.device)
+    results = results_record(cfg, name, identity, trained, measured, timings, run.device)
     return atomic_write_json(run_dir / "results.json", results)
 
 
-def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: dict) -> Path:
-    """Set up, train, measure (unless training diverged) and write one run; `timings` gets the seconds of
-    each step (validation time may already be in it)."""
+def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: dict, name: str | None = None
+                        ) -> Path:
+    """Set up, train, measure (unless training diverged) and write one run into run_dir (`name`: the
+    run's name, default run_dir's); `timings` gets the seconds of each step (validation's may be in it)."""
+    name = name or run_dir.name
     started = time.perf_counter()
     run = set_up(cfg)
     timings["setup"] = time.perf_counter() - started
     log.info("training %s on %s (%d samples, input %s) on %s", cfg.model.name, run.dataset.name,
              run.dataset.train_x.shape[0], run.dataset.input_shape, run.device)
     started = time.perf_counter()
-    trained = train_step(cfg, run, run_dir, description=run_dir.name[:40])
+    trained = train_step(cfg, run, run_dir, description=name[:40])
     timings["train"] = time.perf_counter() - started
     measured = None
     if trained.outcome.diverged:
@@ -326,7 +354,7 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: 
         fit = measured.fit or {}
         log.info("fit: pearson_r %s rho %s; accuracy train %.4f test %.4f", fit.get("pearson_r"),
                  fit.get("rho"), measured.train_accuracy, measured.test_accuracy)
-    return write_step(cfg, run_dir, identity, run, trained, measured, timings)
+    return write_step(cfg, run_dir, identity, run, trained, measured, timings, name)
 
 
 # ---------------------------------------------------------------------------------------- one whole run
@@ -343,16 +371,95 @@ def finished_results(run_dir: Path, identity: str) -> Path | None:
     return path if same_config and previous.get("status") in ("completed", "diverged") else None
 
 
+def run_dir_problem(run_dir: Path, cfg: DictConfig) -> str | None:
+    """Why run_dir cannot hold this configuration's run, or None: it may be missing (and creatable),
+    empty (but for Hydra's job log), or this configuration's own folder: named after the run (the name
+    ends in the identity hash), or holding its .identity or its results.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return folder_problem(run_dir)
+    if not run_dir.is_dir():
+        return "it is a file, not a folder"
+    if cfg.get("logger") == "tensorboard" and (run_dir / "tensorboard").exists() and not (
+            (run_dir / "tensorboard").is_dir() and not (run_dir / "tensorboard").is_symlink()):
+        return "its tensorboard/ (logger=tensorboard writes event files there) is not a folder"
+    identity = identity_hash(cfg)
+    if run_dir.name == run_name(cfg) or read_small_text(run_dir / RUN_MARKER) == identity:
+        return None
+    if finished_results(run_dir, identity) or not [entry for entry in os.listdir(run_dir) if entry != JOB_LOG]:
+        return None
+    return "it holds files that are not a run of this configuration"
+
+
+def check_run_dir(run_dir: Path, cfg: DictConfig, key: str = "hydra.run.dir") -> None:
+    if (problem := run_dir_problem(run_dir, cfg)) is not None:
+        raise ConfigError(f"{key}={run_dir}: {problem}; allowed: a new or empty folder, or this "
+                          "configuration's own run folder")
+
+
+def write_run_record(folder: Path, cfg: DictConfig) -> None:
+    """How the run was made, written by the process that makes it (hydra.output_subdir is null, so a
+    skipped command or one that loses the lock never rewrites it): Hydra's .hydra/config.yaml,
+    hydra.yaml and overrides.yaml, when Hydra runs this process."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_config = HydraConfig.get()
+    for name, content in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_config})),
+                          ("overrides.yaml", hydra_config.overrides.task)):
+        text = OmegaConf.to_yaml(content)
+        atomic_write(folder / ".hydra" / name, lambda temporary: temporary.write_text(text))
+
+
+@contextlib.contextmanager
+def staging_folder(run_dir: Path):
+    """A private folder inside run_dir for a rerun's outputs (.staging-<owner>, see atomic_io): removed
+    on the way out whatever happens; those of writers that died are removed by the next rerun."""
+    for leftover in run_dir.glob(".staging-*"):
+        if leftover.is_dir() and not leftover.is_symlink() and is_dead_owner(leftover.name.removeprefix(".staging-")):
+            shutil.rmtree(leftover, ignore_errors=True)
+    staging = run_dir / f".staging-{owner_token()}"
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, run_dir: Path) -> Path:
+    """Put a staged run in place of the previous one. results.json leaves first (from then on the folder
+    reads as unfinished) and arrives last, so a results.json is never beside another run's files."""
+    (run_dir / "results.json").unlink(missing_ok=True)
+    for name in RUN_OUTPUTS[1:]:
+        if (staging / name).exists():
+            os.replace(staging / name, run_dir / name)
+        else:
+            (run_dir / name).unlink(missing_ok=True)
+    for folder, pattern in ((".hydra", "*.yaml"), ("tensorboard", "events.out.tfevents.*")):
+        if (staging / folder).is_dir():
+            for old in (run_dir / folder).glob(pattern):
+                old.unlink()
+            (run_dir / folder).mkdir(exist_ok=True)
+            for new in (staging / folder).iterdir():
+                os.replace(new, run_dir / folder / new.name)
+    os.replace(staging / "results.json", run_dir / "results.json")
+    return run_dir / "results.json"
+
+
 def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
     """Validate, train, measure, fit and write every output of one run into run_dir; returns the path
     of results.json. Raises ConfigError or DatasetUnavailableError before any training.
 
     A run whose directory already holds a finished results.json of the same configuration is skipped
-    unless cfg.force is true. RunInProgressError when another process is running it right now.
+    unless cfg.force is true; a forced rerun trains in a staging folder and replaces the finished
+    outputs only once its own are all written (a failure leaves the finished run as it was).
+    RunInProgressError when another process is running it right now.
     """
     started = time.perf_counter()
     validate_config(cfg)
     run_dir, identity = Path(run_dir), identity_hash(cfg)
+    check_run_dir(run_dir, cfg)
     if not cfg.force and (previous := finished_results(run_dir, identity)) is not None:
         log.info("skipped: %s holds a finished run of this configuration (force=true reruns it)", run_dir)
         print(f"skipped: {run_dir.name}", flush=True)
@@ -362,13 +469,21 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
             log.warning("not run: another process is running %s", run_dir)
             raise RunInProgressError(f"another process is running {run_dir} (its .lock is held); "
                                      "this one did not run it")
-        for leftover in run_dir.glob(".*.tmp-*"):  # from a run killed while writing
-            leftover.unlink()
-        for output in RUN_OUTPUTS:  # a forced rerun must not leave the old outputs beside new ones
+        for output in RUN_OUTPUTS:  # from a run killed while writing
+            remove_stale_temporaries(run_dir / output)
+        atomic_write(run_dir / RUN_MARKER, lambda temporary: temporary.write_text(identity))
+        timings = {"validate": time.perf_counter() - started}
+        if (run_dir / "results.json").exists():
+            with staging_folder(run_dir) as staging:
+                write_run_record(staging, cfg)
+                train_measure_write(cfg, staging, identity, timings, name=run_dir.name)
+                return publish(staging, run_dir)
+        for output in RUN_OUTPUTS:  # an unfinished earlier attempt's files: not beside the new ones
             (run_dir / output).unlink(missing_ok=True)
-        for events in run_dir.glob("tensorboard/events.out.tfevents.*"):  # written by earlier runs of it
+        for events in run_dir.glob("tensorboard/events.out.tfevents.*"):
             events.unlink()
-        return train_measure_write(cfg, run_dir, identity, {"validate": time.perf_counter() - started})
+        write_run_record(run_dir, cfg)
+        return train_measure_write(cfg, run_dir, identity, timings)
 
 
 def discard_unused_run_dir(run_dir: Path) -> None:

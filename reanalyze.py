@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from atomic_io import atomic_write_json
-from config_utils import ConfigError, folder_problem, register_resolvers
+from config_utils import CONF_DIR, ConfigError, folder_problem, inside, register_resolvers
 from data import DatasetUnavailableError
 from experiment import measure_split, measured_test_subset, set_up, validate_config
 from plotting import save_profile_figure
@@ -34,6 +34,7 @@ SPLITS = ("train", "test")
 MEASUREMENT_KEYS = ("measure", "analysis.bn_mode", "analysis.bn_batch_size", "analysis.pca_dim",
                     "analysis.eval_batch_size", "analysis.test_subset_size")
 EXECUTION_OVERRIDES = ("device", "threads", "data_root", "download")
+EXECUTION_DEFAULTS = ("data_root", "log_root", "figures_dir", "device", "threads", "download", "progress")
 MAX_TAG_LENGTH = 120  # longer override lists are shortened and end with a hash
 MISSING = object()
 
@@ -100,7 +101,42 @@ def load_checkpoint(path: Path) -> dict:
     if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model_state"), dict)
             and isinstance(checkpoint.get("config"), dict)):
         raise CheckpointError(f"{path}: not a checkpoint of this project (a dict with model_state and config)")
+    if problem := config_text_problem(checkpoint["config"]):
+        raise CheckpointError(f"{path}: refused: its config {problem}")
     return checkpoint
+
+
+def config_text_problem(value, where: str = "", depth: int = 0) -> str | None:
+    """Why a checkpoint's config (untrusted: anyone may have written it) is not plain resolved data, or
+    None: only string keys and str/int/float/bool/null values in dicts and lists, nested at most 32
+    deep, and no interpolation (`${...}`: this project saves configs resolved, and resolving a crafted
+    one may take exponential time or read values from outside the file)."""
+    if depth > 32:
+        return f"nests deeper than 32 levels at {where or 'its root'}"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"has a key that is not a string at {where or 'its root'}"
+            if problem := config_text_problem(item, f"{where}.{key}".lstrip("."), depth + 1):
+                return problem
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if problem := config_text_problem(item, f"{where}[{index}]", depth + 1):
+                return problem
+    elif isinstance(value, str):
+        if "${" in value:
+            return f"holds an interpolation at {where}: {value[:60]!r}"
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        return f"holds a {type(value).__name__} at {where}"
+    return None
+
+
+def this_commands_execution(trained_config: dict) -> dict:
+    """The trained config with the keys that say where files go and how this process runs (data_root,
+    log_root, figures_dir, device, threads, download, progress) taken from this command's conf/, never
+    from the checkpoint, which may send a cache anywhere."""
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml")
+    return {**trained_config, **{key: OmegaConf.select(defaults, key) for key in EXECUTION_DEFAULTS}}
 
 
 def reanalyze(source: Path, overrides: list[str]) -> Path:
@@ -109,13 +145,18 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
     checkpoint_path = source / "checkpoint.pt" if source.is_dir() else source
     checkpoint = load_checkpoint(checkpoint_path)
     split, config_overrides = parse_overrides(overrides, checkpoint["config"])
-    cfg = OmegaConf.merge(OmegaConf.create(checkpoint["config"]), OmegaConf.from_dotlist(config_overrides))
+    cfg = OmegaConf.merge(OmegaConf.create(this_commands_execution(checkpoint["config"])),
+                          OmegaConf.from_dotlist(config_overrides))
     validate_config(cfg, output_keys=())
+    if split == "test" and int(cfg.analysis.test_subset_size) < 1:
+        raise ConfigError(f"analysis.test_subset_size={cfg.analysis.test_subset_size}: split=test measures "
+                          "that many test samples; allowed with split=test: an integer >= 1")
     tag = reanalysis_tag(overrides)  # every item is an accepted KEY=VALUE here
     reanalysis_dir = checkpoint_path.parent / "reanalysis"
     out_dir = reanalysis_dir / tag
-    if out_dir.resolve().parent != reanalysis_dir.resolve():  # cannot happen: reanalysis_tag's promise
-        raise ConfigError(f"{tag}: not a directory name inside {reanalysis_dir}")
+    if not inside(checkpoint_path.parent, out_dir):  # e.g. reanalysis/ is a link to another folder
+        raise ConfigError(f"{source}: {out_dir} leads outside the run's folder; allowed: reanalysis/ "
+                          "as a folder of the run")
     if problem := folder_problem(out_dir):
         raise ConfigError(f"{source}: cannot write {out_dir}: {problem}")
     run = set_up(cfg)

@@ -20,7 +20,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from config_utils import CONF_DIR, REPO_ROOT, ConfigError, expand_root_aliases, register_resolvers
+from config_utils import (CONF_DIR, REPO_ROOT, VALIDATION_CALLBACK, ConfigError, expand_root_aliases,
+                          register_resolvers, removes_validation)
 from data import DatasetUnavailableError
 from experiment import RunInProgressError, allocation_failure, discard_unused_run_dir, run_experiment
 
@@ -65,5 +66,9 @@ if __name__ == "__main__":
     from representation_dynamics_terminal import main as importable_main
 
     sys.argv[1:] = expand_root_aliases(sys.argv[1:])   # the original's `block_option=...` at the root
+    if (override := removes_validation(sys.argv[1:])) is not None:
+        print(f"error: {override}: {VALIDATION_CALLBACK} checks every value before a directory is made; "
+              "allowed: adding callbacks, not removing or replacing it", file=sys.stderr)
+        raise SystemExit(2)
 
     importable_main()

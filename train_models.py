@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,16 +22,20 @@ from models import MeasuredModel
 
 # -------------------------------------------------------------------------------------------- builders
 def resolve_device(name: str) -> torch.device:
-    """device=auto picks cuda when present, else cpu; device=cuda without a GPU is a ConfigError."""
+    """device=auto picks cuda when present, else cpu; cpu, cuda and cuda:N name a device this machine
+    has. Anything else (another backend, a GPU index it lacks) is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: no CUDA GPU is visible on this machine; "
-                          "allowed here: auto, cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name}: not a torch device; allowed: auto, cpu, cuda, cuda:N") from None
+    match = re.fullmatch(r"(cpu|cuda)(?::([0-9]{1,4}))?", name, re.ASCII)
+    if not match or (match[1] == "cpu" and match[2] not in (None, "0")):
+        raise ConfigError(f"device={name}: not a device of this project; allowed: auto, cpu, cuda, cuda:N")
+    if match[1] == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name}: no CUDA GPU is visible on this machine; allowed here: auto, cpu")
+        if match[2] is not None and int(match[2]) >= torch.cuda.device_count():
+            raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} visible GPU(s); "
+                              f"allowed: cuda:0 to cuda:{torch.cuda.device_count() - 1}, auto, cpu")
+    return torch.device(name)
 
 
 def set_up_execution(cfg: DictConfig) -> torch.device:

@@ -205,24 +205,47 @@ def test_reanalysis_directory_names_stay_inside_reanalysis(overrides):
     assert "device" not in tag and "data_root" not in tag  # execution keys do not name a measurement
 
 
-def test_a_successful_write_removes_stale_temporaries(tmp_path):
+def dead_writer_token() -> str:
+    """The owner token a writer had while it ran, now that it has exited."""
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    token = atomic_io.owner_token(child.pid)
+    child.communicate(b"")
+    return token
+
+
+def test_a_write_removes_only_temporaries_proved_dead(tmp_path):
     target = tmp_path / "figure.png"
-    dead = tmp_path / ".figure.png.tmp-999999999-abc"  # no such process
-    legacy = tmp_path / ".figure.png.tmp-k2j3h4"        # an older version's name, without a pid
-    alive = tmp_path / f".figure.png.tmp-{os.getppid()}-xyz"  # a live writer's: kept
-    other = tmp_path / ".other.png.tmp-999999999-abc"  # another target's: kept
-    for path in (dead, legacy, alive, other):
+    boot, namespace, _, _ = atomic_io.owner_token().split(".")
+    dead = tmp_path / f".figure.png.tmp-{dead_writer_token()}-abcdefgh"
+    reused = tmp_path / f".figure.png.tmp-{boot}.{namespace}.{os.getppid()}.1-abcdefgh"  # pid of another process now
+    kept = {
+        "alive": f".figure.png.tmp-{atomic_io.owner_token(os.getppid())}-abcdefgh",
+        "other namespace": f".figure.png.tmp-{boot}.1.{os.getppid()}.1-abcdefgh",   # a container's live writer
+        "other boot": f".figure.png.tmp-00000000.{namespace}.999999.1-abcdefgh",
+        "legacy": ".figure.png.tmp-999999999-abc",                                   # no provable owner
+        "non-ASCII digits": f".figure.png.tmp-{boot}.{namespace}.\u0661\u0662.1-abcdefgh",
+        "other target": f".other.png.tmp-{dead_writer_token()}-abcdefgh",
+    }
+    for path in [dead, reused, *(tmp_path / name for name in kept.values())]:
         path.write_bytes(b"x" * 1000)
+    folder = tmp_path / f".figure.png.tmp-{dead_writer_token()}-dirdirdi"       # looks stale, is a folder
+    folder.mkdir()
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("keep")
+    link = tmp_path / f".figure.png.tmp-{dead_writer_token()}-linklink"
+    link.symlink_to(outside)
     atomic_io.atomic_write(target, lambda temporary: temporary.write_bytes(b"new"))
     assert target.read_bytes() == b"new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, alive.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, folder.name, link.name, outside.name, *kept.values()])
+    assert outside.read_text() == "keep"
 
 
 def test_a_cache_build_removes_its_stale_temporaries(compose, mnist_root):  # noqa: F811
     cfg = compose("data=cm", "data.sample_size_per_class=4")
     cache = data.cache_dir_of(mnist_root) / data.cache_file_name(data.preprocessing_spec(cfg.data, 3))
     cache.parent.mkdir(parents=True)
-    stale = cache.parent / f".{cache.name}.tmp-999999999-q1w2e3"
+    stale = cache.parent / f".{cache.name}.tmp-{dead_writer_token()}-q1w2e3r4"
     stale.write_bytes(b"half a cache")
     data.load_or_build_cache(cfg.data, mnist_root, 3, download=False)
     assert cache.is_file() and not stale.exists()
