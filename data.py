@@ -41,7 +41,7 @@ import torch
 from omegaconf import OmegaConf
 
 from atomic_io import atomic_torch_save, file_lock
-from config_utils import REPO_ROOT, ConfigError, folder_problem
+from config_utils import REPO_ROOT, ConfigError, check_names, folder_problem
 
 log = logging.getLogger(__name__)
 
@@ -661,7 +661,15 @@ def class_counts_of(data_cfg) -> list[int]:
     if counts:
         return [int(c) for c in counts]
     if data_cfg.get("imbalance"):
-        return imbalanced_class_counts(int(data_cfg.num_classes), **data_cfg.imbalance)
+        imbalance = data_cfg.imbalance
+        keys = {"majority_classes", "majority_size", "minority_size"}
+        plain = OmegaConf.to_container(imbalance) if OmegaConf.is_config(imbalance) else imbalance
+        if not (isinstance(plain, dict) and set(plain) == keys and isinstance(plain["majority_classes"], list)
+                and all(isinstance(v, int) and not isinstance(v, bool)
+                        for v in [plain["majority_size"], plain["minority_size"], *plain["majority_classes"]])):
+            raise ValueError(f"data.imbalance={_listed(imbalance)}: allowed: majority_classes (a list of class "
+                             "indices), majority_size and minority_size (integers)")
+        return imbalanced_class_counts(int(data_cfg.num_classes), **plain)
     return [int(data_cfg.sample_size_per_class)] * int(data_cfg.num_classes)
 
 
@@ -705,6 +713,53 @@ def check_split_sizes(data_cfg, test_subset_size: int) -> None:
                           f"{rest})")
     test_sizes = [a - c for a, c in zip(available, counts)] if heldout else spec["test_class_sizes"]
     check_test_subset(test_subset_size, len(available), min(test_sizes), source)
+
+
+MAX_IMAGE_SIZE = 256  # pixels a side; the raw images have 28 or 32
+
+
+def _numbers(value) -> list | None:
+    items = OmegaConf.to_container(value) if OmegaConf.is_list(value) else value
+    if isinstance(items, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                and math.isfinite(v) for v in items):
+        return list(items)
+    return None
+
+
+def check_image_values(data_cfg) -> None:
+    """ConfigError, before anything is loaded, for data.image_size, data.mean, data.std or data.channels
+    that the source's images cannot take: a size from 1 to MAX_IMAGE_SIZE, one mean and one positive
+    std per channel of the source, and channels a non-empty list of distinct channel indices (or null:
+    all of them)."""
+    source = data_cfg.get("source")
+    if source not in RAW_SOURCES:
+        raise ConfigError(f"data.source={source}: allowed: {', '.join(RAW_SOURCES)}")
+    size = data_cfg.get("image_size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= MAX_IMAGE_SIZE):
+        raise ConfigError(f"data.image_size={size}: allowed: an integer from 1 to {MAX_IMAGE_SIZE} (pixels a side)")
+    count = FORMAT_CHANNELS[RAW_SOURCES[source]["format"]]
+    for key, positive in (("mean", False), ("std", True)):
+        values = _numbers(data_cfg.get(key))
+        if values is None or len(values) != count or (positive and min(values) <= 0):
+            raise ConfigError(f"data.{key}={_listed(data_cfg.get(key))}: allowed: {count} finite number(s), one "
+                              f"per channel of {source}{', each > 0' if positive else ''}")
+    channels = data_cfg.get("channels")
+    if channels is not None:
+        items = OmegaConf.to_container(channels) if OmegaConf.is_list(channels) else channels
+        if not (isinstance(items, list) and items and len(set(map(str, items))) == len(items)
+                and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < count for c in items)):
+            raise ConfigError(f"data.channels={_listed(channels)}: allowed: null (all) or a list of distinct "
+                              f"channel indices from 0 to {count - 1}")
+
+
+def _listed(value) -> str:
+    return json.dumps(OmegaConf.to_container(value)) if OmegaConf.is_config(value) else str(value)
+
+
+def check_data(data_cfg, test_subset_size: int) -> None:
+    """Every check of a data config that needs nothing loaded: the images' values and the split sizes."""
+    check_image_values(data_cfg)
+    check_split_sizes(data_cfg, test_subset_size)
 
 
 def check_test_subset(size: int, num_classes: int, smallest_test_class: int, where: str) -> None:
@@ -1091,6 +1146,15 @@ def load_or_build_cache(data_cfg, data_root: Path, split_seed: int, download: bo
     return content
 
 
+def checked_load(cfg) -> dict:
+    """The data scripts' step (data.py, imbalanced_data.py): check cfg.data's name and values and the
+    cache folder (ConfigError in one line), then load or build the cache."""
+    check_names(cfg, ("data.name",))
+    check_data(cfg.data, 0)
+    check_cache_folder(cfg.data, Path(cfg.data_root), int(cfg.seed))
+    return load_or_build_cache(cfg.data, Path(cfg.data_root), int(cfg.seed), bool(cfg.download))
+
+
 def normalize(images: torch.Tensor, mean, std, device) -> torch.Tensor:
     """uint8 [N, C, H, W] -> float32 (x/255 - mean_c) / std_c on `device`."""
     mean_t = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -1145,7 +1209,7 @@ if __name__ == "__main__":
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="data_only")
     def main(cfg: DictConfig) -> None:
         try:
-            content = load_or_build_cache(cfg.data, Path(cfg.data_root), int(cfg.seed), bool(cfg.download))
+            content = checked_load(cfg)
         except (ConfigError, DatasetUnavailableError) as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None

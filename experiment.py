@@ -31,7 +31,7 @@ from cpu_kernels import cpu_kernels
 from config_utils import (REPO_ROOT, ConfigError, check_names, check_output_folders, check_values,
                           created_by_this_command, folder_problem, identity_hash, record_new_run_dirs, run_name,
                           sweep_job_configs)
-from data import (Dataset, balanced_subset, check_cache_folder, check_split_sizes, check_test_subset_of, class_counts_of,
+from data import (Dataset, balanced_subset, check_cache_folder, check_data, check_test_subset_of, class_counts_of,
                   input_shape_of, prepare_dataset)
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
                                      measure_profile, profile_and_fit)
@@ -97,7 +97,7 @@ def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root",
     check_values(cfg, {"measure": tuple(MEASURES), "analysis.bn_mode": BN_MODES,
                        "training.name": tuple(TRAINING_SCHEMES), "optimization.name": tuple(OPTIMIZER_STATES)})
     check_names(cfg)
-    check_split_sizes(cfg.data, cfg.analysis.test_subset_size)
+    check_data(cfg.data, cfg.analysis.test_subset_size)
     check_bn_batches(cfg)
     device = resolve_device(str(cfg.device))
     check_output_folders(cfg, output_keys)

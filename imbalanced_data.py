@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
 
-from pathlib import Path
+import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from config_utils import CONF_DIR, register_resolvers
-from data import class_counts_of, load_or_build_cache
+from config_utils import CONF_DIR, ConfigError, register_resolvers
+from data import DatasetUnavailableError, checked_load, class_counts_of
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="imbalanced_data")
@@ -26,7 +26,11 @@ def main(cfg: DictConfig) -> None:
         with open_dict(data_cfg):
             data_cfg.imbalance = OmegaConf.to_container(cfg.default_imbalance)
             data_cfg.name = f"imbalanced_{data_cfg.name}"
-    content = load_or_build_cache(data_cfg, Path(cfg.data_root), int(cfg.seed), bool(cfg.download))
+    try:
+        content = checked_load(cfg)
+    except (ConfigError, DatasetUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     print(f"{data_cfg.name}: class counts {class_counts_of(data_cfg)}, "
           f"train {tuple(content['train_images'].shape)}, test {tuple(content['test_images'].shape)}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +250,30 @@ def test_reanalysis_of_an_empty_test_subset_is_refused(compose, tmp_path):
     with pytest.raises(ConfigError, match="^analysis.test_subset_size=0: .*allowed with split=test: an integer >= 1"):
         reanalyze.reanalyze(run_dir, ["split=test", "analysis.test_subset_size=0"])
     assert not (run_dir / "reanalysis").exists()
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (("data.image_size=0",), "data.image_size=0"), (("data.image_size=-3",), "data.image_size=-3"),
+    (("data.image_size=100000",), "data.image_size=100000"), (("data.channels=[5]",), "data.channels=[5]"),
+    (("data.channels=[0,0]",), "data.channels=[0, 0]"), (("data.channels=[]",), "data.channels=[]"),
+    (("data=cc", "data.channels=[3]"), "data.channels=[3]"), (("data.mean=[0.1,0.2]",), "data.mean="),
+    (("data=cc", "data.std=[0.2,0,0.2]"), "data.std="), (("data=cifar10", "data.mean=[0.5]"), "data.mean="),
+    (("data=imbalanced_cfm", "data.imbalance.minority_size=abc"), "data.imbalance="),
+    (("data=imbalanced_cfm", "data.imbalance=7"), "data.imbalance=7"),
+])
+def test_image_and_subset_values_are_refused_before_loading(compose, overrides, key):
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}.*allowed"):
+        validate_config(compose(*overrides), output_keys=())
+
+
+@pytest.mark.parametrize("script, override, key", [
+    ("imbalanced_data.py", "data.imbalance.majority_size=-5", "data.imbalance="),
+    ("imbalanced_data.py", "data.imbalance.minority_size=abc", "data.imbalance="),
+    ("data.py", "data.name=../../escaped", "data.name="),
+    ("data.py", "data.image_size=0", "data.image_size=0"),
+])
+def test_the_data_scripts_refuse_in_one_line(tmp_path, script, override, key):
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / script), f"data_root={tmp_path / 'data'}", override],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert_refused_in_one_line(completed, key)
+    assert not (tmp_path / "data").exists() and not list(tmp_path.rglob("*escaped*"))
