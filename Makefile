@@ -20,8 +20,10 @@ $(STAMP): requirements.txt
 run: install
 	$(PY) representation_dynamics_terminal.py data=cfm model=GFNN layer_num=6
 
+# On every core (pytest-xdist); loadgroup keeps a module marked xdist_group on one worker (its costly
+# module fixtures are built once).
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadgroup tests
 
 bench: install
 	$(PY) benchmarks/bench_run.py

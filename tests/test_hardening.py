@@ -178,19 +178,26 @@ def test_a_failing_run_removes_only_a_directory_it_created(tmp_path, monkeypatch
     assert busy.is_dir()
 
 
-def test_reanalysis_overrides_cannot_escape_or_need_retraining(tmp_path):
+def test_reanalysis_overrides_cannot_escape_or_need_retraining(tmp_path, monkeypatch, capsys):
     path, _ = results_of(run_cli(tmp_path, "layer_num=1", "hidden_size=8", "epochs=1"))
     run_dir = path.parent
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    cases = {"..": "..: not KEY=VALUE", "foo": "foo: not KEY=VALUE", "nosuchkey=1": "unknown key nosuchkey",
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "reanalyze.py"), str(run_dir), ".."],
+                               capture_output=True, text=True, timeout=120)   # the command itself, once
+    assert completed.returncode == 2 and error_lines(completed) == ["error: ..: not KEY=VALUE; allowed keys: "
+                                                                    + ", ".join(("split", *reanalyze.MEASUREMENT_KEYS,
+                                                                                 *reanalyze.EXECUTION_OVERRIDES))]
+    cases = {"foo": "foo: not KEY=VALUE", "nosuchkey=1": "unknown key nosuchkey",
              "layer_num=3": "layer_num changes the trained network", "model=GLNN": "model changes",
              "data=cm": "data changes", "lr=0.1": "lr changes", "measure=../../x": "measure=../../x: allowed",
              "split=../..": "split=../..: allowed"}
-    for override, message in cases.items():
-        completed = subprocess.run([sys.executable, str(REPO_ROOT / "reanalyze.py"), str(run_dir), override],
-                                   capture_output=True, text=True, timeout=120)
-        assert completed.returncode == 2 and len(error_lines(completed)) == 1, completed.stderr
-        assert message in completed.stderr and "Traceback" not in completed.stderr
+    for override, message in cases.items():   # the rest through its main(), in this process
+        monkeypatch.setattr(sys, "argv", ["reanalyze.py", str(run_dir), override])
+        with pytest.raises(SystemExit) as exit_status:
+            reanalyze.main()
+        stderr = capsys.readouterr().err
+        assert exit_status.value.code == 2 and len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1
+        assert message in stderr and "Traceback" not in stderr
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
     assert not (run_dir / "reanalysis").exists()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,12 +31,28 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def finished_run(compose, tmp_path, *overrides):
-    cfg = compose(*QUICK, f"log_root={tmp_path / 'logs'}", f"figures_dir={tmp_path / 'figures'}", "progress=false",
-                  *overrides)
-    run_dir = tmp_path / "logs" / config_utils.run_name(cfg)
-    run_experiment(cfg, run_dir)
-    return cfg, run_dir
+def quick_config(root: Path):
+    from tests.conftest import compose_config
+
+    return compose_config(*QUICK, f"log_root={root / 'logs'}", f"figures_dir={root / 'figures'}", "progress=false")
+
+
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory) -> Path:
+    """A folder holding logs/ and figures/ of one finished QUICK run, trained once per module (and test
+    worker): tests that need a finished run get a copy of it (finished_run)."""
+    root = tmp_path_factory.mktemp("trained-once")
+    cfg = quick_config(root)
+    run_experiment(cfg, root / "logs" / config_utils.run_name(cfg))
+    return root
+
+
+@pytest.fixture
+def finished_run(trained_once, tmp_path):
+    """(config, run directory) of a finished QUICK run of its own under tmp_path."""
+    shutil.copytree(trained_once, tmp_path, dirs_exist_ok=True, symlinks=True)
+    cfg = quick_config(tmp_path)
+    return cfg, tmp_path / "logs" / config_utils.run_name(cfg)
 
 
 # ------------------------------------------------------------ 1. a finished run is never lost
@@ -44,8 +61,8 @@ def finished_run(compose, tmp_path, *overrides):
     ("measure_step", RuntimeError("measurement failed")),              # after training
     ("save_profile_figure", OSError(errno.EDQUOT, "Disk quota exceeded")),   # while writing the outputs
 ])
-def test_a_failed_forced_rerun_leaves_the_finished_run_as_it_was(compose, tmp_path, monkeypatch, failing_step, error):
-    cfg, run_dir = finished_run(compose, tmp_path)
+def test_a_failed_forced_rerun_leaves_the_finished_run_as_it_was(finished_run, tmp_path, monkeypatch, failing_step, error):
+    cfg, run_dir = finished_run
     before = snapshot(run_dir)
     figure = (tmp_path / "figures" / f"{run_dir.name}.png").read_bytes()
 
@@ -62,8 +79,8 @@ def test_a_failed_forced_rerun_leaves_the_finished_run_as_it_was(compose, tmp_pa
     assert (tmp_path / "figures" / f"{run_dir.name}.png").read_bytes() == figure
 
 
-def test_a_forced_rerun_replaces_every_output(compose, tmp_path):
-    cfg, run_dir = finished_run(compose, tmp_path)
+def test_a_forced_rerun_replaces_every_output(finished_run, tmp_path):
+    cfg, run_dir = finished_run
     (run_dir / "dynamics.png").write_bytes(b"an output this configuration no longer writes")
     first = (run_dir / "results.json").read_text()
     cfg.force = True
@@ -74,8 +91,8 @@ def test_a_forced_rerun_replaces_every_output(compose, tmp_path):
     assert not list(run_dir.glob(".staging-*"))
 
 
-def test_staging_folders_are_removed_only_when_their_writer_is_provably_dead(compose, tmp_path):
-    cfg, run_dir = finished_run(compose, tmp_path)
+def test_staging_folders_are_removed_only_when_their_writer_is_provably_dead(finished_run, tmp_path):
+    cfg, run_dir = finished_run
     dead = run_dir / f".staging-{dead_writer_token()}"
     alive = run_dir / f".staging-{atomic_io.owner_token(os.getppid())}"
     boot, namespace, _, _ = atomic_io.owner_token().split(".")
@@ -171,8 +188,8 @@ def crafted_checkpoint(run_dir: Path, tmp_path: Path, **config_changes) -> Path:
     return path
 
 
-def test_reanalysis_takes_no_paths_from_the_checkpoint(compose, tmp_path):
-    _, run_dir = finished_run(compose, tmp_path)
+def test_reanalysis_takes_no_paths_from_the_checkpoint(finished_run, tmp_path):
+    _, run_dir = finished_run
     elsewhere = tmp_path / "elsewhere"
     path = crafted_checkpoint(run_dir, tmp_path, data_root=str(elsewhere), log_root=str(elsewhere),
                               figures_dir=str(elsewhere), device="cpu")
@@ -181,15 +198,15 @@ def test_reanalysis_takes_no_paths_from_the_checkpoint(compose, tmp_path):
 
 
 @pytest.mark.parametrize("planted", ["${oc.env:HOME}", "${data.name}", "${oc.decode:'${oc.env:X,1}'}"])
-def test_a_checkpoint_config_with_an_interpolation_is_refused(compose, tmp_path, planted):
-    _, run_dir = finished_run(compose, tmp_path)
+def test_a_checkpoint_config_with_an_interpolation_is_refused(finished_run, tmp_path, planted):
+    _, run_dir = finished_run
     path = crafted_checkpoint(run_dir, tmp_path, data__name=planted)
     with pytest.raises(reanalyze.CheckpointError, match="refused: its config holds an interpolation at data.name"):
         reanalyze.load_checkpoint(path)
 
 
-def test_a_checkpoint_config_nested_too_deep_is_refused(compose, tmp_path):
-    _, run_dir = finished_run(compose, tmp_path)
+def test_a_checkpoint_config_nested_too_deep_is_refused(finished_run, tmp_path):
+    _, run_dir = finished_run
     deep: dict = {}
     node = deep
     for _ in range(40):
@@ -200,8 +217,8 @@ def test_a_checkpoint_config_nested_too_deep_is_refused(compose, tmp_path):
         reanalyze.load_checkpoint(path)
 
 
-def test_a_reanalysis_folder_that_leads_elsewhere_is_refused(compose, tmp_path):
-    _, run_dir = finished_run(compose, tmp_path)
+def test_a_reanalysis_folder_that_leads_elsewhere_is_refused(finished_run, tmp_path):
+    _, run_dir = finished_run
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (run_dir / "reanalysis").symlink_to(elsewhere)
@@ -229,8 +246,8 @@ def test_measuring_batches_that_leave_one_sample_are_refused(compose, overrides,
     validate_config(compose("analysis.bn_batch_size=999", "analysis.bn_mode=eval"), output_keys=())  # eval: fine
 
 
-def test_a_tensorboard_name_taken_by_a_file_is_refused(compose, tmp_path):
-    cfg, run_dir = finished_run(compose, tmp_path)
+def test_a_tensorboard_name_taken_by_a_file_is_refused(finished_run, tmp_path):
+    cfg, run_dir = finished_run
     (run_dir / "tensorboard").write_text("not a folder")
     cfg.logger, cfg.force = "tensorboard", True
     with pytest.raises(ConfigError, match=r"^hydra.run.dir=.*its tensorboard/ .* is not a folder; allowed"):
@@ -245,8 +262,8 @@ def test_removing_the_validation_callback_is_refused_before_any_directory(tmp_pa
     assert not (tmp_path / "logs").exists()
 
 
-def test_reanalysis_of_an_empty_test_subset_is_refused(compose, tmp_path):
-    _, run_dir = finished_run(compose, tmp_path)
+def test_reanalysis_of_an_empty_test_subset_is_refused(finished_run, tmp_path):
+    _, run_dir = finished_run
     with pytest.raises(ConfigError, match="^analysis.test_subset_size=0: .*allowed with split=test: an integer >= 1"):
         reanalyze.reanalyze(run_dir, ["split=test", "analysis.test_subset_size=0"])
     assert not (run_dir / "reanalysis").exists()

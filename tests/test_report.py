@@ -13,6 +13,10 @@ import pytest
 import reproduction_report as report
 from sweep_jobs import main as sweep_jobs_main
 
+# One worker runs this module (make test: --dist loadgroup), so its module fixtures, which compose every
+# job of the campaign, are built once.
+pytestmark = pytest.mark.xdist_group("report")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIG1 = report.Group("fig1", "claim fig1", setting=("optimizer", "depth"), panels="optimizer")
 LINEARIZED = report.Group("linearized", "claim linearized", setting=("model",), expect="fails", lines="lr")
