@@ -168,7 +168,7 @@ VALUE_RULES = {
     "batch_size": (lambda v: is_int(v) and v >= 2, "an integer >= 2 (BatchNorm needs 2 samples)"),
     "weight_decay": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
     "seed": (lambda v: is_int(v) and 0 <= v <= MAX_SEED, f"an integer from 0 to {MAX_SEED} (2**63 - 1)"),
-    "threads": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0: torch's default)"),
+    "threads": (lambda v: is_int(v) and 0 <= v <= 1024, "an integer from 0 to 1024 (0: torch's default)"),
     "data.sample_size_per_class": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "analysis.bn_batch_size": (lambda v: is_int(v) and v >= 2, "an integer >= 2"),
     "analysis.eval_batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),

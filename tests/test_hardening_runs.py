@@ -294,3 +294,10 @@ def test_the_data_scripts_refuse_in_one_line(tmp_path, script, override, key):
                                capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert_refused_in_one_line(completed, key)
     assert not (tmp_path / "data").exists() and not list(tmp_path.rglob("*escaped*"))
+
+
+def test_a_thread_count_beyond_any_machine_is_refused(compose):
+    cfg = compose("threads=100000")
+    with pytest.raises(ConfigError, match=r"^threads=100000: allowed: an integer from 0 to 1024"):
+        validate_config(cfg, output_keys=())
+    validate_config(compose("threads=0"), output_keys=())
