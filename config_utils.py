@@ -111,15 +111,17 @@ def run_name(cfg: DictConfig) -> str:
 # letters, digits and ._=+,- that starts with a letter or digit (no '/', no '..', nothing hidden),
 # at most 64 characters; a run name at most 160, so that a temporary beside any of its files
 # (.NAME.tmp-<owner>-<random>, atomic_io) fits the 255 bytes of a file name.
+# The same rule (longer) makes every other output name: summaries' figures (summarize_runs.safe_name).
 NAME_KEYS = ("data.name", "model.name", "model.tag", "optimization.name", "training.name")
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+,-]{0,63}", re.ASCII)
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+,-]*", re.ASCII)
 MAX_RUN_NAME = 160
 
 
-def name_problem(value) -> str | None:
-    """Why `value` cannot be a file name component (SAFE_NAME), or None."""
-    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
-        return "a name of letters, digits and ._=+,- starting with a letter or digit, at most 64 characters"
+def name_problem(value, max_length: int = 64) -> str | None:
+    """Why `value` cannot be a file name (SAFE_NAME, at most max_length characters), or None."""
+    if not isinstance(value, str) or len(value) > max_length or not SAFE_NAME.fullmatch(value):
+        return (f"a name of letters, digits and ._=+,- starting with a letter or digit, at most {max_length} "
+                "characters")
     return None
 
 

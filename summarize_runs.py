@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atomic_io import atomic_write
-from config_utils import EXECUTION_KEYS, LOOKUP_KEY
+from config_utils import EXECUTION_KEYS, LOOKUP_KEY, name_problem
 
 # Keys of a run's config that are not part of its configuration in the --best-lr sense: where it ran,
 # its lr, and `lookup` (tables presets interpolate from, e.g. fig1's lr; the run's lr is in `lr`).
@@ -179,20 +179,15 @@ def read_json(path: Path | str, limit: int = MAX_RESULTS_BYTES):
 
 
 # ------------------------------------------------------------------------------ writing inside --out
-SAFE_NAME = re.compile(r"[A-Za-z0-9_=][A-Za-z0-9._=-]{0,99}", re.ASCII)
-
-
 class UnsafeOutput(ValueError):
     """An output name or path that is not written; str() is one line."""
 
 
 def safe_name(name: str) -> str:
-    """`name` when it is a safe file-name component ([A-Za-z0-9._=-], first character not '.' or '-',
-    at most 100 characters: no separator, NUL, newline, '..' or absolute path can pass), else
-    UnsafeOutput."""
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-        raise UnsafeOutput(f"{json.dumps(str(name))[:80]} is not a safe file name (allowed: A-Z a-z 0-9 . _ = -, "
-                           "not starting with '.' or '-', at most 100 characters)")
+    """`name` when it is a safe file name (config_utils.name_problem, at most 100 characters: no
+    separator, NUL, newline, '..' or absolute path can pass), else UnsafeOutput."""
+    if (problem := name_problem(name, max_length=100)) is not None:
+        raise UnsafeOutput(f"{json.dumps(str(name))[:80]} is not a safe file name (allowed: {problem})")
     return name
 
 

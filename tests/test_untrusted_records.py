@@ -97,8 +97,8 @@ def test_a_data_name_never_places_a_figure_outside_the_output_folder(tmp_path, c
     assert code == 0 and "2 runs in the table (0 diverged)" in stdout
     (line,) = stderr.splitlines()       # one line, the data name escaped in it
     assert line.startswith(f"warning: not drawing the depth figure of data {json.dumps(data)[:80]}: ")
-    assert line.endswith("is not a safe file name (allowed: A-Z a-z 0-9 . _ = -, not starting with '.' or "
-                         "'-', at most 100 characters)")
+    assert line.endswith("is not a safe file name (allowed: a name of letters, digits and ._=+,- starting with "
+                         "a letter or digit, at most 100 characters)")
     after = snapshot(tmp_path)
     assert {key: after[key] for key in before} == before      # nothing that was there changed
     assert set(after) - set(before) == {"a", "a/out", "a/out/runs.csv", "a/out/runs.md"}   # only the tables are new
