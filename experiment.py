@@ -316,7 +316,7 @@ def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, traine
     if measured is not None:
         atomic_torch_save({"model_state": run.model.state_dict(),
                            "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
-        title = f"{name}\n{bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))}"
+        title = f"{name}\nmeasure {cfg.measure}, {bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))}"
         ylabel = MEASURE_LABELS[str(cfg.measure)]
         profiles = [("train", measured.layers, measured.fit)]
         if measured.test_samples:

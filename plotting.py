@@ -6,6 +6,8 @@ Matplotlib runs headless (Agg); figures are written atomically.
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +19,30 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from atomic_io import atomic_savefig  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+CHARACTER_EM = 0.66   # a conservative mean advance of DejaVu Sans letters, digits and punctuation, in em
+
+
+def wrap_text(text: str, width_inches: float, fontsize: float) -> str:
+    """`text` with every line wrapped (textwrap, also inside long words and after hyphens) to the
+    characters that fit `width_inches` at `fontsize` points. An escaped dollar (\\$) is never split."""
+    columns = max(8, int(width_inches * 72 / (fontsize * CHARACTER_EM)))
+    wrapped = "\n".join(textwrap.fill(line, columns) if line.strip() else line for line in text.split("\n"))
+    return re.sub(r"\\\n\$", "\n\\$", wrapped)
+
+
+def axes_width(axes) -> float:
+    """The width of `axes` in inches (before tight_layout, which only widens it)."""
+    return axes.get_position().width * axes.figure.get_figwidth()
+
+
+def set_title(axes, title: str, fontsize: float) -> None:
+    """An axes title wrapped to the axes' width."""
+    axes.set_title(wrap_text(title, axes_width(axes), fontsize), fontsize=fontsize)
+
+
+def set_suptitle(figure, title: str, fontsize: float) -> None:
+    """A figure title wrapped to the figure's width (less a margin)."""
+    figure.suptitle(wrap_text(title, 0.94 * figure.get_figwidth(), fontsize), fontsize=fontsize)
 
 
 def draw_profile(axes, layers: list[dict], fit: dict | None, label: str = "train",
@@ -33,11 +59,16 @@ def draw_profile(axes, layers: list[dict], fit: dict | None, label: str = "train
                   alpha=0.8)
 
 
-def _save(figure, all_axes, paths: list[Path]) -> None:
-    """Grid every axes, lay the figure out, write it to every path atomically and free it."""
+def _layout(figure, all_axes):
+    """Grid every axes and lay the figure out; returns the figure."""
     for axes in all_axes:
         axes.grid(alpha=0.3)
     figure.tight_layout()
+    return figure
+
+
+def _save(figure, paths: list[Path]) -> None:
+    """Write the figure to every path atomically and free it."""
     for path in paths:
         atomic_savefig(figure, path, dpi=120)
     plt.close(figure)
@@ -45,24 +76,33 @@ def _save(figure, all_axes, paths: list[Path]) -> None:
 
 def save_profile_figure(profiles: list[tuple[str, list[dict], dict | None]], title: str,
                         paths: list[Path], ylabel: str = "ln D") -> None:
-    """One panel with each (label, layers, fit) profile and its fit line(s); the first profile's
-    Pearson r and rho go in the title. Written to every path."""
+    """figure_profile written to every path."""
+    _save(figure_profile(profiles, title, ylabel), paths)
+
+
+def figure_profile(profiles: list[tuple[str, list[dict], dict | None]], title: str, ylabel: str = "ln D"):
+    """One panel with each (label, layers, fit) profile and its fit line(s), a legend naming each
+    profile's split (label); the first profile's Pearson r and rho go in the title, wrapped to fit."""
     figure, axes = plt.subplots(figsize=(5.0, 3.8))
     for (label, layers, fit), color in zip(profiles, COLORS):
         draw_profile(axes, layers, fit, label=label, color=color)
     _, _, first_fit = profiles[0]
     if first_fit:
         title = f"{title}\nPearson r = {first_fit['pearson_r']:.4f}, rho = {first_fit['rho']:.4f}"
-    axes.set_title(title, fontsize=8)
+    set_title(axes, title, 8)
     axes.set_xlabel("layer l")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(ylabel)
-    if len(profiles) > 1:
-        axes.legend(fontsize=8)
-    _save(figure, [axes], paths)
+    axes.legend(fontsize=8)
+    return _layout(figure, [axes])
 
 
 def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "ln D") -> None:
+    """figure_dynamics written to `path`."""
+    _save(figure_dynamics(dynamics, title, ylabel), [path])
+
+
+def figure_dynamics(dynamics: dict, title: str, ylabel: str = "ln D"):
     """Left: ln value_l against l at each recorded epoch (colour by epoch). Right: Pearson r and rho of
     the per-epoch fits against the epoch."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.8))
@@ -84,11 +124,16 @@ def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "
     right.plot([e for e, _ in known], [f["rho"] for _, f in known], "s-", label="rho")
     right.set_xlabel("epoch")
     right.legend(fontsize=8)
-    figure.suptitle(title, fontsize=8)
-    _save(figure, [left, right], [path])
+    set_suptitle(figure, title, 8)
+    return _layout(figure, [left, right])
 
 
 def save_training_figure(history: dict, title: str, path: Path) -> None:
+    """figure_training written to `path`."""
+    _save(figure_training(history, title), [path])
+
+
+def figure_training(history: dict, title: str):
     """Top: mean train loss per epoch (log y axis). Bottom: train and test accuracy at the epochs they
     were measured (history["accuracy_epoch"]), sharing the epoch axis. `history` is results.json's."""
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(5.0, 5.0))
@@ -108,5 +153,5 @@ def save_training_figure(history: dict, title: str, path: Path) -> None:
     bottom.set_ylabel("accuracy")
     bottom.set_xlabel("epoch")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
-    top.set_title(title, fontsize=8)
-    _save(figure, [top, bottom], [path])
+    set_title(top, title, 8)
+    return _layout(figure, [top, bottom])

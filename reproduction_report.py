@@ -709,6 +709,8 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from plotting import set_suptitle, set_title
+
     if not series:
         return None
     panels = list(dict.fromkeys(item["panel"] for item in series))
@@ -727,7 +729,7 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
             axes.semilogy(*zip(*item["points"]), "-", marker="o" if item["seed"] == 666 else None,
                           markersize=3, linewidth=0.9, alpha=0.85, color=color,
                           label=figure_text(item["line"], 120) if first else None)
-        axes.set_title(f"{group.panels} {figure_text(panel)}" if group.panels else group.name, fontsize=10)
+        set_title(axes, f"{group.panels} {figure_text(panel)}" if group.panels else group.name, 10)
         axes.set_xlabel("layer l")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel("D_l (log scale)")
@@ -735,9 +737,8 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
         axes.legend(fontsize=6.5)
     which = "every lr" if group.lines == "lr" else "each setting at its chosen lr"
     seeds = sorted({item["seed"] for item in series}, key=lambda s: SEEDS.index(s) if s in SEEDS else 99)
-    figure.suptitle(f"{group.name}: D_l against layer l, {which}\none line per seed "
-                    f"({', '.join(map(str, seeds))}; seed 666 with markers); BatchNorm in train mode",
-                    fontsize=9)
+    set_suptitle(figure, f"{group.name}: D_l against layer l, {which}\none line per seed "
+                 f"({', '.join(map(str, seeds))}; seed 666 with markers); BatchNorm in train mode", 9)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(series),

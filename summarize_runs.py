@@ -722,23 +722,78 @@ def curve_label(run: Run, panel_runs: list[Run]) -> str:
     return ", ".join(parts)
 
 
-def fig1_panels(runs: list[Run], data: str, model: str, width: int) -> dict | None:
-    """(optimizer, depth) -> the runs of that fig1 panel; None when no run fits any panel."""
-    def fits(run, optimizer, depth):
-        row = run.row()
-        return (run.drawable and row["data"] == data and row["model"] == model and row["width"] == width
-                and row["optimizer"] == optimizer and row["depth"] == depth
-                and run.config.get("measure", "within_variance") == "within_variance")
+# The fig1 protocol besides data, model, width, optimizer and depth (the grid's own axes): the keys of
+# conf/config.yaml it runs at (a key a record lacks is taken at this default: older files did not record
+# it). The lr is not one of them: a panel may hold several lrs, each a curve labelled by its lr.
+FIG1_PROTOCOL = (("training.name", "standard"), ("epochs", 600), ("measure", "within_variance"),
+                 ("analysis.bn_mode", "train_batches"), ("analysis.bn_batch_size", 100),
+                 ("schedule.milestone_fractions", [1 / 3, 2 / 3]), ("schedule.gamma", 0.1))
 
-    panels = {(o, d): [r for r in runs if fits(r, o, d)] for o in FIG1_OPTIMIZERS for d in FIG1_DEPTHS}
-    return panels if any(panels.values()) else None
+
+def _same(value, expected) -> bool:
+    """Equal, numbers (and lists of them) to 1e-9 relative."""
+    if isinstance(expected, list):
+        return (isinstance(value, list) and len(value) == len(expected)
+                and all(_same(item, other) for item, other in zip(value, expected)))
+    if _is_number(expected) and _is_number(value):
+        return math.isclose(value, expected, rel_tol=1e-9)
+    return value == expected
+
+
+def _dotted(run: Run, dotted: str, default=None):
+    node = run._select(dotted)
+    return default if node is None else node
+
+
+def fig1_protocol_problem(run: Run) -> str | None:
+    """The first fig1-protocol key at which `run` differs ("training=frozen", "epochs=1"), or None."""
+    for dotted, expected in FIG1_PROTOCOL:
+        value = _dotted(run, dotted, expected)
+        if not _same(value, expected):
+            return f"{dotted.removesuffix('.name')}={figure_text(value if not isinstance(value, list) else json.dumps(value), 40)}"
+    return None
+
+
+def fig1_selection(runs: list[Run], data: str, model: str, width: int) -> tuple[dict | None, list[str]]:
+    """((optimizer, depth) -> the runs of that fig1 panel, or None when no run fits any panel;
+    'name (why)' of each run of a panel's data/model/width/optimizer/depth left out for another
+    protocol)."""
+    panels = {(o, d): [] for o in FIG1_OPTIMIZERS for d in FIG1_DEPTHS}
+    left_out = []
+    for run in runs:
+        row = run.row()
+        if not (run.drawable and row["data"] == data and row["model"] == model and row["width"] == width
+                and (row["optimizer"], row["depth"]) in panels):
+            continue
+        if (problem := fig1_protocol_problem(run)) is not None:
+            left_out.append(f"{printable(run.name)} ({problem})")
+        else:
+            panels[(row["optimizer"], row["depth"])].append(run)
+    return (panels if any(panels.values()) else None), left_out
+
+
+def fig1_panels(runs: list[Run], data: str, model: str, width: int) -> dict | None:
+    """(optimizer, depth) -> the runs of that fig1 panel (of the fig1 protocol only); None when no run
+    fits any panel."""
+    return fig1_selection(runs, data, model, width)[0]
+
+
+def left_out_line(what: str, left_out: list[str]) -> str:
+    runs = "run" if len(left_out) == 1 else "runs"
+    return f"{what}: left out {len(left_out)} {runs} of other protocols: {', '.join(left_out)}"
 
 
 def fig1_grid_png(runs: list[Run], data: str, model: str, width: int) -> bytes | None:
-    """Rows optimizers, columns depths; None when no run fits any panel."""
-    panels = fig1_panels(runs, data, model, width)
+    """Rows optimizers, columns depths, of the runs of the fig1 protocol; None when no run fits any
+    panel. The runs of a panel's shape left out for another protocol are named in one stdout line."""
+    from matplotlib.ticker import MaxNLocator
+    from plotting import set_suptitle, set_title
+
+    panels, left_out = fig1_selection(runs, data, model, width)
     if panels is None:
         return None
+    if left_out:
+        print(left_out_line("fig1 grid", left_out))
     plt = _pyplot()
     figure, grid = plt.subplots(len(FIG1_OPTIMIZERS), len(FIG1_DEPTHS), figsize=(12, 10), squeeze=False)
     colors = plt.get_cmap("tab10")
@@ -750,6 +805,8 @@ def fig1_grid_png(runs: list[Run], data: str, model: str, width: int) -> bytes |
                 axes.text(0.5, 0.5, "no run", ha="center", va="center", transform=axes.transAxes)
                 axes.set_xticks([])
                 axes.set_yticks([])
+            else:
+                axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             for index, run in enumerate(sorted(panel_runs, key=sort_key)):
                 draw_profile(axes, run.plot_layers, run.plot_fit, label=curve_label(run, panel_runs),
                              color=colors(index % 10))
@@ -758,11 +815,12 @@ def fig1_grid_png(runs: list[Run], data: str, model: str, width: int) -> bytes |
                 title += f"\nlr {panel_runs[0].row()['lr']:g}: r = {fit['pearson_r']:.4f}, rho = {fit['rho']:.3f}"
             elif panel_runs:
                 axes.legend(fontsize=7)
-            axes.set_title(title, fontsize=9)
+            set_title(axes, title, 9)
             axes.set_xlabel("layer l")
             axes.set_ylabel("ln D")
             axes.grid(alpha=0.3)
-    figure.suptitle(f"{figure_text(model)} on {figure_text(data)}, width {width}: ln D_l against l", fontsize=11)
+    set_suptitle(figure, f"{figure_text(model)} on {figure_text(data)}, width {width}: ln D_l against l "
+                 "(standard training, 600 epochs, BatchNorm in train mode)", 11)
     figure.tight_layout()
     return png_bytes(figure, dpi=110)
 
@@ -774,14 +832,45 @@ def save_fig1_grid(runs: list[Run], path: Path, data: str, model: str, width: in
     return write_outputs(path.parent, {path.name: png})[0] if png is not None else None
 
 
+# Config keys that are the depth (or derived from it), or do not change a run's profile: not part of
+# a depth family's protocol.
+DEPTH_KEYS = ("layer_num", "block_num", "model.depth", "model.tag", "model.params.layer_num",
+              "model.params.block_num", "run_name")
+NOT_PROTOCOL = ("analysis.test_subset_size", "analysis.every_n_epochs", "analysis.eval_batch_size", "seed",
+                "data.name", "model.name", "hidden_size", "optimization.name", "epochs")
+
+
+def _flat(node, prefix: str = "") -> dict:
+    """A config as dotted key -> JSON text of its value (lists as one value)."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: json.dumps(node, sort_keys=True, default=str)}
+    flat = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+def depth_protocol(run: Run) -> tuple:
+    """What a run of a depth family shares with the family's other runs beyond the panel title's fields
+    (data, model, variant, width, optimizer, epochs, seed): every config key but the depth's, the lr's,
+    where it ran, and measurement keys that do not change the profile; sorted (key, value) pairs."""
+    flat = _flat({key: value for key, value in run.config.items() if key not in NOT_CONFIGURATION})
+    return tuple(sorted((key, value) for key, value in flat.items()
+                        if not any(key == k or key.startswith(k + ".") for k in DEPTH_KEYS + NOT_PROTOCOL)))
+
+
 def depth_families(runs: list[Run]) -> list[tuple[str, list]]:
-    """[(data, [(family, runs by depth)])]: per family run at >= 2 depths, the best run per depth."""
+    """[(data, [(family, runs by depth)])]: per family run at >= 2 depths, the best run per depth. A
+    family is one protocol (depth_protocol: runs that differ in training scheme, epochs, BatchNorm
+    mode, measure, schedule... are never one panel); family is (data, model, variant, width, optimizer,
+    epochs, seed, protocol text), the protocol text naming the keys at which the families of one data
+    differ (empty when they differ in the titled fields only)."""
     families = defaultdict(list)
     for run in runs:
         if run.drawable:
             row = run.row()
             families[tuple(str(row[k]) for k in ("data", "model", "variant", "width", "optimizer",
-                                                 "epochs", "seed"))].append(run)
+                                                 "epochs", "seed")) + (depth_protocol(run),)].append(run)
     by_data = defaultdict(list)
     for family, members in sorted(families.items()):
         best_per_depth = {}
@@ -790,7 +879,15 @@ def depth_families(runs: list[Run]) -> list[tuple[str, list]]:
                 best_per_depth[run.depth] = run
         if len(best_per_depth) >= 2:
             by_data[family[0]].append((family, [best_per_depth[d] for d in sorted(best_per_depth)]))
-    return sorted(by_data.items())
+    result = []
+    for data, panels in sorted(by_data.items()):
+        protocols = [dict(family[-1]) for family, _ in panels]
+        keys = sorted({key for protocol in protocols for key in protocol})
+        differing = [key for key in keys if len({protocol.get(key) for protocol in protocols}) > 1]
+        result.append((data, [(family[:-1] + (", ".join(f"{key}={dict(family[-1]).get(key, 'unset')}"
+                                                          for key in differing),), members)
+                              for family, members in panels]))
+    return result
 
 
 def depth_figure_name(data: str, suffix: str) -> str | None:
@@ -804,20 +901,26 @@ def depth_figure_name(data: str, suffix: str) -> str | None:
 
 
 def depth_figure_png(data: str, panels: list) -> bytes:
-    """One panel per family, overlaying a profile per depth."""
+    """One panel per family (one protocol), overlaying a profile per depth."""
+    from matplotlib.ticker import MaxNLocator
+    from plotting import set_title
+
     plt = _pyplot()
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     figure, grid = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.2 * rows), squeeze=False)
     colormap = plt.get_cmap("viridis")
-    for index, ((_, model, variant, width, optimizer, epochs, seed), members) in enumerate(panels):
+    for index, ((_, model, variant, width, optimizer, epochs, seed, protocol), members) in enumerate(panels):
         axes = grid[index // columns][index % columns]
         for position, run in enumerate(members):
             draw_profile(axes, run.plot_layers, run.plot_fit, color=colormap(position / max(len(members) - 1, 1)),
                          label=f"depth {run.depth} (lr {run.row()['lr']:g})")
         details = ", ".join(figure_text(part) for part in (variant, f"w {width}", optimizer, f"{epochs} epochs",
                                                            f"seed {seed}") if part)
-        axes.set_title(f"{figure_text(model)} on {figure_text(data)}: {details}", fontsize=9)
+        if protocol:
+            details += ", " + figure_text(protocol, 200)
+        set_title(axes, f"{figure_text(model)} on {figure_text(data)}: {details}", 9)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("layer l")
         axes.set_ylabel("ln D")
         axes.grid(alpha=0.3)
