@@ -303,6 +303,14 @@ def results_record(cfg: DictConfig, run_name: str, identity: str, trained: Train
             "machine": machine_facts(), "commit": source_commit()}
 
 
+def profile_title(name: str, cfg: DictConfig, split: str | None = None) -> str:
+    """A profile figure's title: the run (or reanalysis) name, then what was measured: the measure, the
+    split when one split is drawn, and the BatchNorm mode."""
+    what = [f"measure {cfg.measure}", *([f"split {split}"] if split else []),
+            bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))]
+    return f"{name}\n{', '.join(what)}"
+
+
 def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, trained: Trained,
                measured: Measurement | None, timings: dict, name: str | None = None) -> Path:
     """Checkpoint and figures of a completed run, then results.json (last: its presence means the run
@@ -316,7 +324,7 @@ def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, traine
     if measured is not None:
         atomic_torch_save({"model_state": run.model.state_dict(),
                            "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
-        title = f"{name}\nmeasure {cfg.measure}, {bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))}"
+        title = profile_title(name, cfg)
         ylabel = MEASURE_LABELS[str(cfg.measure)]
         profiles = [("train", measured.layers, measured.fit)]
         if measured.test_samples:

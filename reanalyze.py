@@ -26,9 +26,8 @@ from omegaconf import OmegaConf
 from atomic_io import atomic_write_json
 from config_utils import CONF_DIR, ConfigError, folder_problem, inside, register_resolvers
 from data import DatasetUnavailableError
-from experiment import measure_split, measured_test_subset, set_up, validate_config
+from experiment import measure_split, measured_test_subset, profile_title, set_up, validate_config
 from plotting import save_profile_figure
-from representation_analysis import bn_mode_label
 from variance_analysis import MEASURE_LABELS
 
 SPLITS = ("train", "test")
@@ -140,13 +139,6 @@ def this_commands_execution(trained_config: dict) -> dict:
     return {**trained_config, **{key: OmegaConf.select(defaults, key) for key in EXECUTION_DEFAULTS}}
 
 
-def reanalysis_title(name: str, tag: str, cfg, split: str) -> str:
-    """A reanalysis figure's title: the run, its overrides, and what was measured (measure, split,
-    BatchNorm mode); plotting wraps it to the figure."""
-    return (f"{name} [{tag}]\nmeasure {cfg.measure}, split {split}, "
-            f"{bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))}")
-
-
 def reanalyze(source: Path, overrides: list[str]) -> Path:
     """Measure the checkpoint at `source` (a run directory or a checkpoint file) with `overrides`;
     returns the path of the new results.json."""
@@ -178,7 +170,7 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
         subset = measured_test_subset(cfg, run.dataset)
         inputs, labels = run.dataset.test_x[subset], run.dataset.test_y[subset]
     layers, fit = measure_split(cfg, run.model, inputs, labels, split)
-    save_profile_figure([(split, layers, fit)], reanalysis_title(checkpoint_path.parent.name, tag, cfg, split),
+    save_profile_figure([(split, layers, fit)], profile_title(f"{checkpoint_path.parent.name} [{tag}]", cfg, split),
                         [out_dir / "profile.png"], ylabel=MEASURE_LABELS[str(cfg.measure)])
     return atomic_write_json(out_dir / "results.json", {
         "source": str(checkpoint_path), "overrides": overrides, "split": split,

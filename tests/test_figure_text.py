@@ -68,11 +68,11 @@ def test_profile_figure_fits_its_text():
 
 
 def test_reanalysis_profile_figure_names_measure_split_and_bn_mode_and_fits():
-    import reanalyze
+    from experiment import profile_title
 
     cfg = OmegaConf.create({"measure": "nc1", "analysis": {"bn_mode": "eval", "bn_batch_size": 100}})
-    title = reanalyze.reanalysis_title(NAME, "measure=nc1,split=test,analysis.bn_mode=eval", cfg, "test")
-    assert "measure nc1" in title and "split test" in title and bn_mode_label("eval", 100) in title
+    title = profile_title(f"{NAME} [measure=nc1,split=test,analysis.bn_mode=eval]", cfg, "test")
+    assert title.endswith(f"\nmeasure nc1, split test, {bn_mode_label('eval', 100)}")
     figure = plotting.figure_profile([("test", layers(20), fit(20))], title, ylabel="ln nc1")
     texts = " ".join(t.get_text() for t in figure.findobj(Text))
     assert "test" in texts and "ln nc1" in texts
