@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atomic_io import atomic_write
-from config_utils import EXECUTION_KEYS, LOOKUP_KEY, name_problem
+from config_utils import CONF_DIR, EXECUTION_KEYS, LOOKUP_KEY, name_problem
 
 # Keys of a run's config that are not part of its configuration in the --best-lr sense: where it ran,
 # its lr, and `lookup` (tables presets interpolate from, e.g. fig1's lr; the run's lr is in `lr`).
@@ -724,7 +724,8 @@ def curve_label(run: Run, panel_runs: list[Run]) -> str:
 
 # The fig1 protocol besides data, model, width, optimizer and depth (the grid's own axes): the keys of
 # conf/config.yaml it runs at (a key a record lacks is taken at this default: older files did not record
-# it). The lr is not one of them: a panel may hold several lrs, each a curve labelled by its lr.
+# it). The lr is the paper's per panel (fig1_lr_table), or with --best-lr the one training chose; a panel
+# of several runs (seeds, or a researcher's lrs under --best-lr) draws each as a curve with its label.
 FIG1_PROTOCOL = (("training.name", "standard"), ("epochs", 600), ("measure", "within_variance"),
                  ("analysis.bn_mode", "train_batches"), ("analysis.bn_batch_size", 100),
                  ("schedule.milestone_fractions", [1 / 3, 2 / 3]), ("schedule.gamma", 0.1))
@@ -754,28 +755,44 @@ def fig1_protocol_problem(run: Run) -> str | None:
     return None
 
 
-def fig1_selection(runs: list[Run], data: str, model: str, width: int) -> tuple[dict | None, list[str]]:
+def fig1_lr_table() -> dict[tuple[str, int], float]:
+    """(optimizer, depth) -> the paper's lr for that fig1 panel, as conf/experiment/fig1.yaml holds it."""
+    from omegaconf import OmegaConf
+
+    table = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / "fig1.yaml").lookup.lr)
+    return {(optimizer, int(depth.removeprefix("L"))): float(lr)
+            for optimizer, by_depth in table.items() for depth, lr in by_depth.items()}
+
+
+def fig1_selection(runs: list[Run], data: str, model: str, width: int,
+                   paper_lr: bool = True) -> tuple[dict | None, list[str]]:
     """((optimizer, depth) -> the runs of that fig1 panel, or None when no run fits any panel;
     'name (why)' of each run of a panel's data/model/width/optimizer/depth left out for another
-    protocol)."""
+    protocol). With `paper_lr` a panel keeps only runs at fig1's lr for it (conf/experiment/fig1.yaml);
+    without (--best-lr: one lr per configuration is already chosen by training) any lr."""
+    lrs = fig1_lr_table() if paper_lr else {}
     panels = {(o, d): [] for o in FIG1_OPTIMIZERS for d in FIG1_DEPTHS}
     left_out = []
     for run in runs:
         row = run.row()
+        panel = (row["optimizer"], row["depth"])
         if not (run.drawable and row["data"] == data and row["model"] == model and row["width"] == width
-                and (row["optimizer"], row["depth"]) in panels):
+                and panel in panels):
             continue
-        if (problem := fig1_protocol_problem(run)) is not None:
+        problem = fig1_protocol_problem(run)
+        if problem is None and panel in lrs and not _same(row["lr"], lrs[panel]):
+            problem = f"lr={row['lr']:g}, fig1's is {lrs[panel]:g}"
+        if problem is not None:
             left_out.append(f"{printable(run.name)} ({problem})")
         else:
-            panels[(row["optimizer"], row["depth"])].append(run)
+            panels[panel].append(run)
     return (panels if any(panels.values()) else None), left_out
 
 
-def fig1_panels(runs: list[Run], data: str, model: str, width: int) -> dict | None:
+def fig1_panels(runs: list[Run], data: str, model: str, width: int, paper_lr: bool = True) -> dict | None:
     """(optimizer, depth) -> the runs of that fig1 panel (of the fig1 protocol only); None when no run
     fits any panel."""
-    return fig1_selection(runs, data, model, width)[0]
+    return fig1_selection(runs, data, model, width, paper_lr)[0]
 
 
 def left_out_line(what: str, left_out: list[str]) -> str:
@@ -783,13 +800,14 @@ def left_out_line(what: str, left_out: list[str]) -> str:
     return f"{what}: left out {len(left_out)} {runs} of other protocols: {', '.join(left_out)}"
 
 
-def fig1_grid_png(runs: list[Run], data: str, model: str, width: int) -> bytes | None:
-    """Rows optimizers, columns depths, of the runs of the fig1 protocol; None when no run fits any
-    panel. The runs of a panel's shape left out for another protocol are named in one stdout line."""
+def fig1_grid_png(runs: list[Run], data: str, model: str, width: int, paper_lr: bool = True) -> bytes | None:
+    """Rows optimizers, columns depths, of the runs of the fig1 protocol (at the paper's lr per panel,
+    or at any lr when not `paper_lr`); None when no run fits any panel. The runs of a panel's shape
+    left out for another protocol are named in one stdout line."""
     from matplotlib.ticker import MaxNLocator
     from plotting import set_suptitle, set_title
 
-    panels, left_out = fig1_selection(runs, data, model, width)
+    panels, left_out = fig1_selection(runs, data, model, width, paper_lr)
     if panels is None:
         return None
     if left_out:
@@ -819,17 +837,11 @@ def fig1_grid_png(runs: list[Run], data: str, model: str, width: int) -> bytes |
             axes.set_xlabel("layer l")
             axes.set_ylabel("ln D")
             axes.grid(alpha=0.3)
+    lr_rule = "the paper's lr per optimizer and depth" if paper_lr else "the lr of lowest final training loss"
     set_suptitle(figure, f"{figure_text(model)} on {figure_text(data)}, width {width}: ln D_l against l "
-                 "(standard training, 600 epochs, BatchNorm in train mode)", 11)
+                 f"(standard training, 600 epochs, {lr_rule}, BatchNorm in train mode)", 11)
     figure.tight_layout()
     return png_bytes(figure, dpi=110)
-
-
-def save_fig1_grid(runs: list[Run], path: Path, data: str, model: str, width: int) -> Path | None:
-    """fig1_grid_png written to `path` (a checked output name in its folder); None (nothing written)
-    when no run fits any panel."""
-    png = fig1_grid_png(runs, data, model, width)
-    return write_outputs(path.parent, {path.name: png})[0] if png is not None else None
 
 
 # Config keys that are the depth (or derived from it), or do not change a run's profile: not part of
@@ -952,8 +964,9 @@ def summarize(paths: list[Path], out: Path, best_lr: bool = False, fig1_data: st
     suffix = "_best_lr" if best_lr else ""
     output_folder(out)
     plan = {f"runs{suffix}.csv": csv_text(runs), f"runs{suffix}.md": markdown_text(runs)}
-    if fig1_panels(runs, fig1_data, fig1_model, fig1_width) is not None:
-        plan[f"fig1_grid{suffix}.png"] = lambda: fig1_grid_png(runs, fig1_data, fig1_model, fig1_width)
+    if fig1_panels(runs, fig1_data, fig1_model, fig1_width, not best_lr) is not None:
+        plan[f"fig1_grid{suffix}.png"] = lambda: fig1_grid_png(runs, fig1_data, fig1_model, fig1_width,
+                                                               not best_lr)
     for data, panels in depth_families(runs):
         if (name := depth_figure_name(data, suffix)) is not None:
             plan[name] = lambda data=data, panels=panels: depth_figure_png(data, panels)

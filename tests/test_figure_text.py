@@ -125,9 +125,11 @@ def test_fig1_grid_holds_the_fig1_protocol_only_and_fits_its_text(checked_figure
     monkeypatch.setattr(summarize_runs, "draw_profile",
                         lambda axes, layers, fit, label="", color="": (drawn.append(len(layers)),
                                                                         real(axes, layers, fit, label, color)))
-    runs = [run(f"fig1-{o}-L{d}", depth=d, optimizer=o) for o in ("sgd", "momentum", "adam") for d in (2, 6, 18)]
-    runs += [run("frozen-adam-L18", depth=18, training="frozen", epochs=1), run("short-adam-L18", depth=18, epochs=1),
-             run("eval-adam-L2", depth=2, bn_mode="eval")]
+    lrs = summarize_runs.fig1_lr_table()
+    runs = [run(f"fig1-{o}-L{d}", depth=d, optimizer=o, lr=lrs[o, d])
+            for o in ("sgd", "momentum", "adam") for d in (2, 6, 18)]
+    runs += [run("frozen-adam-L18", depth=18, training="frozen", epochs=1, lr=3e-4),
+             run("short-adam-L18", depth=18, epochs=1, lr=3e-4), run("eval-adam-L2", depth=2, bn_mode="eval", lr=3e-3)]
     png = summarize_runs.fig1_grid_png(runs, "cfm", "GFNN", 100)
     assert png[:4] == b"\x89PNG" and len(drawn) == 9
     assert capsys.readouterr().out.splitlines() == [

@@ -120,15 +120,42 @@ def test_diverged_runs_are_never_drawn(logs, tmp_path, monkeypatch):
 
     monkeypatch.setattr(summarize_runs, "draw_profile", spy)
     summarize_runs.summarize([logs], tmp_path / "out")
-    # fig1 grid: sgd/2 and the four finished adam runs at depths 2 and 6; depth_cfm: adam depth 2
-    # and depth 6 (the best of its lrs); sgd has one depth only, so no depth panel
-    assert sorted(drawn) == sorted([(4, "lr=0.3"), (4, "lr=0.001"), (8, "lr=0.0003"), (8, "lr=0.001"),
-                                    (8, "lr=0.003"), (4, "depth 2 (lr 0.001)"), (8, "depth 6 (lr 0.003)")])
+    # fig1 grid: the runs at the paper's lr of their panel, sgd/2 (0.3) and adam/6 (1e-3); adam/2 at
+    # 1e-3 and adam/6 at 3e-4 and 3e-3 are off fig1's table. depth_cfm: adam depth 2 and depth 6 (the
+    # best of its lrs); sgd has one depth only, so no depth panel
+    assert sorted(drawn) == sorted([(4, "lr=0.3"), (8, "lr=0.001"),
+                                    (4, "depth 2 (lr 0.001)"), (8, "depth 6 (lr 0.003)")])
     assert all(count > 0 for count, _ in drawn)
     for name in ("fig1_grid.png", "depth_cfm.png"):
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "out" / "depth_cc.png").exists()
     assert not list((tmp_path / "out").glob(".*.tmp-*"))
+
+
+def test_fig1_grid_keeps_the_papers_lr_per_panel_and_names_the_rest(logs, capsys):
+    runs = summarize_runs.load_runs([logs])
+    panels, left_out = summarize_runs.fig1_selection(runs, "cfm", "GFNN", 100)
+    assert {panel: [run.name for run in chosen] for panel, chosen in panels.items() if chosen} == {
+        ("sgd", 2): ["fig1-sgd-L2"], ("adam", 6): ["adam-L6-lr1e-3"]}
+    assert sorted(left_out) == ["adam-L2-lr1e-3 (lr=0.001, fig1's is 0.003)",
+                                "adam-L6-lr3e-3 (lr=0.003, fig1's is 0.001)",
+                                "adam-L6-lr3e-4 (lr=0.0003, fig1's is 0.001)"]
+    assert summarize_runs.fig1_grid_png(runs, "cfm", "GFNN", 100)[:4] == b"\x89PNG"
+    assert capsys.readouterr().out == ("fig1 grid: left out 3 runs of other protocols: "
+                                       + ", ".join(left_out) + "\n")
+    # the table is conf/experiment/fig1.yaml's, read, not copied
+    assert summarize_runs.fig1_lr_table() == {
+        ("sgd", 2): 0.3, ("sgd", 6): 0.03, ("sgd", 18): 0.01, ("momentum", 2): 0.3,
+        ("momentum", 6): 0.01, ("momentum", 18): 0.001, ("adam", 2): 3e-3, ("adam", 6): 1e-3,
+        ("adam", 18): 3e-4}
+
+
+def test_best_lr_grid_draws_the_lr_training_chose(logs):
+    runs = summarize_runs.best_lr_runs(summarize_runs.load_runs([logs]))
+    panels, left_out = summarize_runs.fig1_selection(runs, "cfm", "GFNN", 100, paper_lr=False)
+    assert {panel: [run.name for run in chosen] for panel, chosen in panels.items() if chosen} == {
+        ("sgd", 2): ["fig1-sgd-L2"], ("adam", 2): ["adam-L2-lr1e-3"], ("adam", 6): ["adam-L6-lr3e-3"]}
+    assert left_out == []
 
 
 def test_command_line(logs, tmp_path):
