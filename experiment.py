@@ -305,9 +305,11 @@ def results_record(cfg: DictConfig, run_name: str, identity: str, trained: Train
 
 def profile_title(name: str, cfg: DictConfig, split: str | None = None) -> str:
     """A profile figure's title: the run (or reanalysis) name, then what was measured: the measure, the
-    split when one split is drawn, and the BatchNorm mode."""
+    split when one split is drawn, and the BatchNorm mode (or that the model has no BatchNorm)."""
+    has_batch_norm = OmegaConf.select(cfg, "model.params.batch_norm", default=True) is not False
     what = [f"measure {cfg.measure}", *([f"split {split}"] if split else []),
-            bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size))]
+            bn_mode_label(str(cfg.analysis.bn_mode), int(cfg.analysis.bn_batch_size)) if has_batch_norm
+            else "no BatchNorm layers"]
     return f"{name}\n{', '.join(what)}"
 
 
@@ -316,19 +318,20 @@ def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, traine
     """Checkpoint and figures of a completed run, then results.json (last: its presence means the run
     finished), into run_dir; `name` is the run's name (default: run_dir's). Returns results.json."""
     name = name or run_dir.name
-    from plotting import save_dynamics_figure, save_profile_figure, save_training_figure  # matplotlib: not before
+    from plotting import save_dynamics_figure, save_profile_figure, save_training_figure, split_label  # matplotlib: not before
 
     started = time.perf_counter()
     trained.curves.write_csv(run_dir / "history.csv")
-    save_training_figure(trained.curves.record, name, run_dir / "training.png")
+    final = None if measured is None else {"train": measured.train_accuracy, "test": measured.test_accuracy}
+    save_training_figure(trained.curves.record, name, run_dir / "training.png", final)
     if measured is not None:
         atomic_torch_save({"model_state": run.model.state_dict(),
                            "config": OmegaConf.to_container(cfg, resolve=True)}, run_dir / "checkpoint.pt")
         title = profile_title(name, cfg)
         ylabel = MEASURE_LABELS[str(cfg.measure)]
-        profiles = [("train", measured.layers, measured.fit)]
+        profiles = [(split_label("train", int(run.dataset.train_y.numel())), measured.layers, measured.fit)]
         if measured.test_samples:
-            profiles.append((f"test ({measured.test_samples})", measured.test_layers, measured.test_fit))
+            profiles.append((split_label("test", measured.test_samples), measured.test_layers, measured.test_fit))
         save_profile_figure(profiles, title, [run_dir / "profile.png", Path(cfg.figures_dir) / f"{name}.png"],
                             ylabel=ylabel)
         if trained.dynamics:

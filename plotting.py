@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from atomic_io import atomic_savefig  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+SEQUENCE_END = 0.85   # ordered colours (epochs, depths) stop at viridis(0.85): its pale yellow end is unreadable on white
 CHARACTER_EM = 0.66   # a conservative mean advance of DejaVu Sans letters, digits and punctuation, in em
 
 
@@ -43,6 +44,33 @@ def set_title(axes, title: str, fontsize: float) -> None:
 def set_suptitle(figure, title: str, fontsize: float) -> None:
     """A figure title wrapped to the figure's width (less a margin)."""
     figure.suptitle(wrap_text(title, 0.94 * figure.get_figwidth(), fontsize), fontsize=fontsize)
+
+
+def sequence_color(position: int, count: int):
+    """The colour of item `position` of `count` ordered items (epochs, depths): viridis, dark to green-yellow."""
+    return plt.get_cmap("viridis")(SEQUENCE_END * position / max(count - 1, 1))
+
+
+def log_axis_labels(axes) -> None:
+    """A log y axis holding fewer than two powers of ten gets labelled ticks at 1, 2 and 5 times each
+    power, written as plain numbers (0.5, 2, 30), so that it never shows one lone label or 3x10^1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = axes.get_ylim()
+    if low > 0 and math.floor(math.log10(high)) - math.ceil(math.log10(low)) < 1:
+        axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.yaxis.set_minor_formatter(NullFormatter())
+
+
+def split_label(split: str, samples: int) -> str:
+    """A profile's label in figures: the split it was measured on and how many samples."""
+    return f"{split}, {samples} samples"
+
+
+def fit_label(label: str, fit: dict | None) -> str:
+    """A profile's legend entry: its label and, when fitted, its Pearson r and rho."""
+    return f"{label}: r = {fit['pearson_r']:.4f}, rho = {fit['rho']:.3f}" if fit else label
 
 
 def draw_profile(axes, layers: list[dict], fit: dict | None, label: str = "train",
@@ -81,19 +109,16 @@ def save_profile_figure(profiles: list[tuple[str, list[dict], dict | None]], tit
 
 
 def figure_profile(profiles: list[tuple[str, list[dict], dict | None]], title: str, ylabel: str = "ln D"):
-    """One panel with each (label, layers, fit) profile and its fit line(s), a legend naming each
-    profile's split (label); the first profile's Pearson r and rho go in the title, wrapped to fit."""
+    """One panel with each (label, layers, fit) profile and its fit line(s); the legend names each
+    profile's split (label) with its Pearson r and rho; the title is wrapped to fit."""
     figure, axes = plt.subplots(figsize=(5.0, 3.8))
     for (label, layers, fit), color in zip(profiles, COLORS):
-        draw_profile(axes, layers, fit, label=label, color=color)
-    _, _, first_fit = profiles[0]
-    if first_fit:
-        title = f"{title}\nPearson r = {first_fit['pearson_r']:.4f}, rho = {first_fit['rho']:.4f}"
+        draw_profile(axes, layers, fit, label=fit_label(label, fit), color=color)
     set_title(axes, title, 8)
     axes.set_xlabel("layer l")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(ylabel)
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=7)
     return _layout(figure, [axes])
 
 
@@ -107,9 +132,8 @@ def figure_dynamics(dynamics: dict, title: str, ylabel: str = "ln D"):
     the per-epoch fits against the epoch."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.8))
     epochs = dynamics["epochs"]
-    colormap = plt.get_cmap("viridis")
     for position, (epoch, values) in enumerate(zip(epochs, dynamics["values"])):
-        color = colormap(position / max(len(epochs) - 1, 1))
+        color = sequence_color(position, len(epochs))
         points = [(i, math.log(v)) for i, v in enumerate(values)
                   if isinstance(v, float) and math.isfinite(v) and v > 0]
         if points:
@@ -123,19 +147,22 @@ def figure_dynamics(dynamics: dict, title: str, ylabel: str = "ln D"):
     right.plot([e for e, _ in known], [f["pearson_r"] for _, f in known], "o-", label="Pearson r")
     right.plot([e for e, _ in known], [f["rho"] for _, f in known], "s-", label="rho")
     right.set_xlabel("epoch")
+    right.set_ylabel("fit of ln D_l against l")
     right.legend(fontsize=8)
     set_suptitle(figure, title, 8)
     return _layout(figure, [left, right])
 
 
-def save_training_figure(history: dict, title: str, path: Path) -> None:
+def save_training_figure(history: dict, title: str, path: Path, final: dict | None = None) -> None:
     """figure_training written to `path`."""
-    _save(figure_training(history, title), [path])
+    _save(figure_training(history, title, final), [path])
 
 
-def figure_training(history: dict, title: str):
+def figure_training(history: dict, title: str, final: dict | None = None):
     """Top: mean train loss per epoch (log y axis). Bottom: train and test accuracy at the epochs they
-    were measured (history["accuracy_epoch"]), sharing the epoch axis. `history` is results.json's."""
+    were measured (history["accuracy_epoch"]), sharing the epoch axis; without such epochs, `final`
+    ({"train": accuracy, "test": accuracy}, at the last epoch) as two points and a note on how to get
+    curves. `history` is results.json's."""
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(5.0, 5.0))
     losses = [(e, v) for e, v in zip(history["epoch"], history["train_loss"])
               if isinstance(v, float) and math.isfinite(v) and v > 0]
@@ -150,6 +177,17 @@ def figure_training(history: dict, title: str):
         bottom.plot(accuracy_epochs, history["test_accuracy"], "s-", color=COLORS[1], markersize=3,
                     linewidth=1, label="test")
         bottom.legend(fontsize=8)
+    elif final and history["epoch"]:
+        last = history["epoch"][-1]
+        for key, marker, color in (("train", "o", COLORS[0]), ("test", "s", COLORS[1])):
+            bottom.plot([last], [final[key]], marker, color=color, label=f"{key} at the end: {final[key]:.4f}")
+        bottom.set_ylim(0, 1.05)
+        bottom.text(0.02, 0.06, wrap_text("no accuracy curve: curves_every_n_epochs=N draws one", 3.6, 7),
+                    transform=bottom.transAxes, fontsize=7, color="0.35")
+        bottom.legend(fontsize=8, loc="center left")
+    else:
+        bottom.text(0.5, 0.5, "no accuracy measured", ha="center", va="center", transform=bottom.transAxes,
+                    fontsize=8, color="0.35")
     bottom.set_ylabel("accuracy")
     bottom.set_xlabel("epoch")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -24,10 +24,10 @@ import torch
 from omegaconf import OmegaConf
 
 from atomic_io import atomic_write_json
-from config_utils import CONF_DIR, ConfigError, folder_problem, inside, register_resolvers
+from config_utils import CONF_DIR, EXECUTION_KEYS, ConfigError, folder_problem, inside, register_resolvers
 from data import DatasetUnavailableError
 from experiment import measure_split, measured_test_subset, profile_title, set_up, validate_config
-from plotting import save_profile_figure
+from plotting import save_profile_figure, split_label
 from variance_analysis import MEASURE_LABELS
 
 SPLITS = ("train", "test")
@@ -58,6 +58,9 @@ def parse_overrides(overrides: list[str], trained_config: dict) -> tuple[str, li
             split = value
         elif key in MEASUREMENT_KEYS or key in EXECUTION_OVERRIDES:
             config_overrides.append(item)
+        elif key.split(".")[0] in EXECUTION_KEYS:
+            raise ConfigError(f"{item}: {key} does not apply to a reanalysis (it writes into "
+                              f"RUN/reanalysis/ only); allowed keys: {allowed}")
         elif OmegaConf.select(OmegaConf.create(trained_config), key, default=MISSING) is not MISSING:
             raise ConfigError(f"{item}: {key} changes the trained network (retrain it instead); "
                               f"allowed keys: {allowed}")
@@ -170,7 +173,7 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
         subset = measured_test_subset(cfg, run.dataset)
         inputs, labels = run.dataset.test_x[subset], run.dataset.test_y[subset]
     layers, fit = measure_split(cfg, run.model, inputs, labels, split)
-    save_profile_figure([(split, layers, fit)], profile_title(f"{checkpoint_path.parent.name} [{tag}]", cfg, split),
+    save_profile_figure([(split_label(split, int(labels.numel())), layers, fit)], profile_title(f"{checkpoint_path.parent.name} [{tag}]", cfg, split),
                         [out_dir / "profile.png"], ylabel=MEASURE_LABELS[str(cfg.measure)])
     return atomic_write_json(out_dir / "results.json", {
         "source": str(checkpoint_path), "overrides": overrides, "split": split,

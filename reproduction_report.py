@@ -71,6 +71,7 @@ class Group:
     lines: str = "setting"             # figure: one colour per setting (its chosen lr) or per "lr"
     panels: str | None = None          # figure: one panel per value of this row key
     sweep_group: str | None = None     # the run_experiments.sh group (default: name)
+    batch_norm: bool = True            # its models have BatchNorm (the figure names the mode it is measured in)
 
     @property
     def runs_as(self) -> str:
@@ -108,7 +109,8 @@ GROUPS = (
     Group("linearized", "Control: without ReLU (a linear network with BatchNorm) the law does not "
           "appear: D falls slowly and not geometrically.", setting=("model",), expect="fails", lines="lr"),
     Group("nobn", "Control: without BatchNorm a depth-18 network does not train at these rates and "
-          "the law does not appear (D grows or scatters).", setting=("model",), expect="fails", lines="lr"),
+          "the law does not appear (D grows or scatters).", setting=("model",), expect="fails", lines="lr",
+          batch_norm=False),
     Group("original", "The law at the original size: 1,000-wide networks on the full 32x32 Fashion-MNIST "
           "images (1,024 inputs) at depths 2, 6 and 18 (the cifar10 half needs CIFAR-10, not available "
           "offline here).", setting=("depth",), sweeps=(("data=fashion_mnist", "seed=666"),)),
@@ -677,10 +679,12 @@ def figure_series(group: Group, rows: list[dict], profiles: dict) -> list[dict]:
         for cell in cells:
             key = f"lr {cell.lr:g}" if group.lines == "lr" else _setting_label(group, setting.key, cell.lr)
             for row in sorted(cell.completed, key=lambda r: SEEDS.index(r["seed"]) if r["seed"] in SEEDS else 99):
-                points = [(x, y) for x, y in profile_of(profiles, row["run"]) if math.isfinite(y) and y > 0]
+                profile = profile_of(profiles, row["run"])
+                points = [(x, y) for x, y in profile if math.isfinite(y) and y > 0]
                 if points:
                     series.append({"panel": str(row[group.panels]) if group.panels else group.name,
-                                   "line": key, "seed": row["seed"], "points": points})
+                                   "line": key, "seed": row["seed"], "points": points,
+                                   **({"undrawn": len(profile) - len(points)} if len(points) < len(profile) else {})})
     return series
 
 
@@ -709,7 +713,7 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from plotting import set_suptitle, set_title
+    from plotting import log_axis_labels, sequence_color, set_suptitle, set_title
 
     if not series:
         return None
@@ -721,10 +725,9 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
     for axes, panel in zip(axes_list[0], panels):
         members = [item for item in series if item["panel"] == panel]
         keys = list(dict.fromkeys(item["line"] for item in members))
-        colormap = plt.get_cmap("viridis" if len(keys) > 8 else "tab10")
         for item in members:
             position = keys.index(item["line"])
-            color = colormap(position / max(len(keys) - 1, 1)) if len(keys) > 8 else colormap(position)
+            color = sequence_color(position, len(keys)) if len(keys) > 8 else plt.get_cmap("tab10")(position)
             first = item is next(m for m in members if m["line"] == item["line"])
             axes.semilogy(*zip(*item["points"]), "-", marker="o" if item["seed"] == 666 else None,
                           markersize=3, linewidth=0.9, alpha=0.85, color=color,
@@ -734,11 +737,15 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_ylabel("D_l (log scale)")
         axes.grid(alpha=0.3, which="both")
+        log_axis_labels(axes)
         axes.legend(fontsize=6.5)
     which = "every lr" if group.lines == "lr" else "each setting at its chosen lr"
     seeds = sorted({item["seed"] for item in series}, key=lambda s: SEEDS.index(s) if s in SEEDS else 99)
     set_suptitle(figure, f"{group.name}: D_l against layer l, {which}\none line per seed "
-                 f"({', '.join(map(str, seeds))}; seed 666 with markers); BatchNorm in train mode", 9)
+                 f"({', '.join(map(str, seeds))}; seed 666 with markers); "
+                 + ("BatchNorm in train mode" if group.batch_norm else "no BatchNorm layers")
+                 + ("\na line stops where D_l is 0 or not finite (the layer's features are all alike, or overflowed)"
+                    if any(item.get("undrawn") for item in series) else ""), 9)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(series),

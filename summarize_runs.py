@@ -876,7 +876,7 @@ def depth_families(runs: list[Run]) -> list[tuple[str, list]]:
     family is one protocol (depth_protocol: runs that differ in training scheme, epochs, BatchNorm
     mode, measure, schedule... are never one panel); family is (data, model, variant, width, optimizer,
     epochs, seed, protocol text), the protocol text naming the keys at which the families of one data
-    differ (empty when they differ in the titled fields only)."""
+    and the same titled fields differ (empty when the titled fields tell a panel apart)."""
     families = defaultdict(list)
     for run in runs:
         if run.drawable:
@@ -893,11 +893,15 @@ def depth_families(runs: list[Run]) -> list[tuple[str, list]]:
             by_data[family[0]].append((family, [best_per_depth[d] for d in sorted(best_per_depth)]))
     result = []
     for data, panels in sorted(by_data.items()):
-        protocols = [dict(family[-1]) for family, _ in panels]
-        keys = sorted({key for protocol in protocols for key in protocol})
-        differing = [key for key in keys if len({protocol.get(key) for protocol in protocols}) > 1]
+        titled = defaultdict(list)    # panels whose titles would read alike: their protocols tell them apart
+        for family, _ in panels:
+            titled[family[:-1]].append(dict(family[-1]))
+        differing = {}
+        for title, protocols in titled.items():
+            keys = sorted({key for protocol in protocols for key in protocol})
+            differing[title] = [key for key in keys if len({protocol.get(key) for protocol in protocols}) > 1]
         result.append((data, [(family[:-1] + (", ".join(f"{key}={dict(family[-1]).get(key, 'unset')}"
-                                                          for key in differing),), members)
+                                                          for key in differing[family[:-1]]),), members)
                               for family, members in panels]))
     return result
 
@@ -915,17 +919,16 @@ def depth_figure_name(data: str, suffix: str) -> str | None:
 def depth_figure_png(data: str, panels: list) -> bytes:
     """One panel per family (one protocol), overlaying a profile per depth."""
     from matplotlib.ticker import MaxNLocator
-    from plotting import set_title
+    from plotting import sequence_color, set_title
 
     plt = _pyplot()
     columns = min(3, len(panels))
     rows = math.ceil(len(panels) / columns)
     figure, grid = plt.subplots(rows, columns, figsize=(5.5 * columns, 4.2 * rows), squeeze=False)
-    colormap = plt.get_cmap("viridis")
     for index, ((_, model, variant, width, optimizer, epochs, seed, protocol), members) in enumerate(panels):
         axes = grid[index // columns][index % columns]
         for position, run in enumerate(members):
-            draw_profile(axes, run.plot_layers, run.plot_fit, color=colormap(position / max(len(members) - 1, 1)),
+            draw_profile(axes, run.plot_layers, run.plot_fit, color=sequence_color(position, len(members)),
                          label=f"depth {run.depth} (lr {run.row()['lr']:g})")
         details = ", ".join(figure_text(part) for part in (variant, f"w {width}", optimizer, f"{epochs} epochs",
                                                            f"seed {seed}") if part)

@@ -62,9 +62,28 @@ def fit(count: int, ratio: float = 0.5) -> dict:
             "first_index": 0, "last_index": count - 1}
 
 
-def test_profile_figure_fits_its_text():
-    profiles = [("train", layers(20), fit(20)), ("test (1000)", layers(20, 0.6), fit(20, 0.6))]
-    check(plotting.figure_profile(profiles, TITLE, ylabel="ln between_variance"))
+def legend_texts(figure: Figure) -> list[str]:
+    return [text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts()]
+
+
+def test_profile_figure_fits_its_text_and_gives_each_split_its_fit():
+    profiles = [(plotting.split_label("train", 1000), layers(20), fit(20)),
+                (plotting.split_label("test", 1000), layers(20, 0.6), {**fit(20, 0.6), "pearson_r": -0.98765})]
+    figure = plotting.figure_profile(profiles, TITLE, ylabel="ln between_variance")
+    assert legend_texts(figure) == ["train, 1000 samples: r = -1.0000, rho = 0.500",
+                                    "test, 1000 samples: r = -0.9877, rho = 0.600"]
+    check(figure)
+
+
+def test_profile_title_of_a_model_without_batch_norm_says_so():
+    from experiment import profile_title
+
+    analysis = {"bn_mode": "train_batches", "bn_batch_size": 100}
+    without = OmegaConf.create({"measure": "within_variance", "analysis": analysis,
+                                "model": {"params": {"batch_norm": False}}})
+    assert profile_title("run", without) == "run\nmeasure within_variance, no BatchNorm layers"
+    with_bn = OmegaConf.create({"measure": "within_variance", "analysis": analysis, "model": {"params": {}}})
+    assert profile_title("run", with_bn) == f"run\nmeasure within_variance, {BN}"
 
 
 def test_reanalysis_profile_figure_names_measure_split_and_bn_mode_and_fits():
@@ -91,6 +110,46 @@ def test_training_figure_fits_its_text():
                "accuracy_epoch": [0, 300, 600], "train_accuracy": [0.1, 0.9, 1.0],
                "test_accuracy": [0.1, 0.7, 0.8]}
     check(plotting.figure_training(history, TITLE))
+
+
+def test_training_figure_without_curves_shows_the_final_accuracies_and_how_to_get_curves():
+    history = {"epoch": list(range(1, 601)), "train_loss": [1.0 / e for e in range(1, 601)],
+               "accuracy_epoch": [], "train_accuracy": [], "test_accuracy": []}
+    figure = plotting.figure_training(history, TITLE, {"train": 1.0, "test": 0.8059})
+    assert legend_texts(figure) == ["train at the end: 1.0000", "test at the end: 0.8059"]
+    bottom = figure.axes[1]
+    assert [tuple(line.get_xydata()[0]) for line in bottom.get_lines()] == [(600, 1.0), (600, 0.8059)]
+    assert "curves_every_n_epochs=N" in " ".join(t.get_text() for t in bottom.texts).replace("\n", "")
+    check(figure)
+    diverged = plotting.figure_training({**history, "train_loss": [1.0] * 10 + [math.nan]}, TITLE)
+    assert [t.get_text() for t in diverged.axes[1].texts] == ["no accuracy measured"]
+    check(diverged)
+
+
+@pytest.mark.parametrize("low, high, labels", [(1.6, 35.0, ["2", "5", "10", "20"]),
+                                               (0.5, 3.0, ["0.5", "1", "2"]),
+                                               (0.3, 0.9, ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8"]),
+                                               (1e-3, 10.0, None)])   # 5 decades: matplotlib's own
+def test_a_log_axis_under_two_decades_gets_plain_labels(low, high, labels):
+    figure, axes = matplotlib.pyplot.subplots()
+    axes.semilogy([0, 1], [low, high])
+    axes.set_ylim(low, high)
+    default = axes.yaxis.get_major_formatter()
+    plotting.log_axis_labels(axes)
+    figure.canvas.draw()
+    if labels is None:
+        assert axes.yaxis.get_major_formatter() is default
+    else:
+        shown = [tick.label1.get_text() for tick in axes.yaxis.get_major_ticks()
+                 if low <= tick.get_loc() <= high]
+        assert shown == labels
+    matplotlib.pyplot.close(figure)
+
+
+def test_ordered_colours_stop_before_viridis_pale_end():
+    assert plotting.sequence_color(0, 5) == matplotlib.colormaps["viridis"](0.0)
+    assert plotting.sequence_color(4, 5) == matplotlib.colormaps["viridis"](plotting.SEQUENCE_END)
+    assert plotting.sequence_color(0, 1) == matplotlib.colormaps["viridis"](0.0)
 
 
 @pytest.fixture

@@ -190,7 +190,9 @@ def test_reanalysis_overrides_cannot_escape_or_need_retraining(tmp_path, monkeyp
     cases = {"foo": "foo: not KEY=VALUE", "nosuchkey=1": "unknown key nosuchkey",
              "layer_num=3": "layer_num changes the trained network", "model=GLNN": "model changes",
              "data=cm": "data changes", "lr=0.1": "lr changes", "measure=../../x": "measure=../../x: allowed",
-             "split=../..": "split=../..: allowed"}
+             "split=../..": "split=../..: allowed",
+             "figures_dir=/tmp/elsewhere": "figures_dir does not apply to a reanalysis",
+             "hydra.run.dir=/tmp/x": "hydra.run.dir does not apply to a reanalysis"}
     for override, message in cases.items():   # the rest through its main(), in this process
         monkeypatch.setattr(sys, "argv", ["reanalyze.py", str(run_dir), override])
         with pytest.raises(SystemExit) as exit_status:

@@ -191,3 +191,26 @@ def test_depth_and_variant_come_from_the_model_config_with_a_fallback_for_old_fi
     rewrite_config(write_run(logs, "bad-depth"), model={"name": "GFNN", "depth": "six"})
     assert "bad-depth" not in {run.name for run in summarize_runs.load_runs([logs])}
     assert "config.model.depth is str" in capsys.readouterr().err
+
+
+def test_depth_panels_name_protocol_keys_only_where_their_titles_would_read_alike(tmp_path):
+    logs = tmp_path / "logs"
+    for optimizer, extra in (("adam", {"betas": [0.9, 0.999]}), ("momentum", {"momentum": 0.9})):
+        for depth in (2, 6):
+            path = write_run(logs, f"{optimizer}-L{depth}", depth=depth, optimizer=optimizer)
+            results = json.loads(path.read_text())
+            results["config"]["optimization"].update(extra)
+            path.write_text(json.dumps(results))
+    for depth in (2, 6):   # adam again, under another schedule: same title as the adam panel
+        path = write_run(logs, f"adam-gamma-L{depth}", depth=depth)
+        results = json.loads(path.read_text())
+        results["config"]["optimization"]["betas"] = [0.9, 0.999]
+        results["config"]["schedule"] = {"gamma": 0.5}
+        path.write_text(json.dumps(results))
+    ((data, panels),) = summarize_runs.depth_families(summarize_runs.load_runs([logs]))
+    assert data == "cfm"
+    protocols = sorted((family[4], family[-1], [run.name for run in members]) for family, members in panels)
+    # the optimizers' own parameters differ between adam and momentum, but the titles already differ
+    assert protocols == [("adam", "schedule.gamma=0.5", ["adam-gamma-L2", "adam-gamma-L6"]),
+                         ("adam", "schedule.gamma=unset", ["adam-L2", "adam-L6"]),
+                         ("momentum", "", ["momentum-L2", "momentum-L6"])]
