@@ -588,13 +588,20 @@ class LrCell:
     def completed(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "completed"]
 
-    def median_loss(self) -> float:
-        losses = [row["final_train_loss"] if row["status"] == "completed" else math.inf for row in self.finished]
+    def _finished_at(self, seeds) -> list[dict]:
+        return [row for row in self.finished if seeds is None or row["seed"] in seeds]
+
+    def median_loss(self, seeds=None) -> float:
+        """The median final training loss of the finished runs (of `seeds` only, when given); a diverged
+        run counts as infinite."""
+        losses = [row["final_train_loss"] if row["status"] == "completed" else math.inf
+                  for row in self._finished_at(seeds)]
         losses = [math.inf if loss is None or not math.isfinite(loss) else loss for loss in losses]
         return statistics.median(losses) if losses else math.inf
 
-    def median_test_accuracy(self) -> float:
-        accuracies = [row["test_accuracy"] if row["status"] == "completed" else 0.0 for row in self.finished]
+    def median_test_accuracy(self, seeds=None) -> float:
+        accuracies = [row["test_accuracy"] if row["status"] == "completed" else 0.0
+                      for row in self._finished_at(seeds)]
         return statistics.median([a if a is not None else 0.0 for a in accuracies]) if accuracies else -1.0
 
     def rs(self) -> list[float]:
@@ -616,22 +623,28 @@ class LrCell:
 class Setting:
     key: tuple
     cells: list[LrCell]              # by lr
-    by_loss: LrCell | None           # the lr of the lowest median final training loss
-    by_accuracy: LrCell | None       # the lr of the highest median test accuracy
-    planned_seeds: int               # seeds the campaign runs at the chosen lr
+    by_loss: LrCell | None           # the lr of the lowest median final training loss (over shared_seeds)
+    by_accuracy: LrCell | None       # the lr of the highest median test accuracy (over shared_seeds)
+    shared_seeds: tuple              # the seeds every lr of the setting runs at: the lr is chosen over these
 
     def verdict(self, cell: LrCell | None) -> str:
-        """holds | does not hold | undecided, over the seeds of `cell` by the rule HOLDS_FRACTION states;
-        undecided while any planned run of the setting is missing (it could move the chosen lr)."""
+        """holds | does not hold | undecided, over the planned seeds of `cell` by the rule HOLDS_FRACTION
+        states; undecided while any planned run of the setting is missing (it could move the chosen lr)."""
         if cell is None or any(row["status"] == "missing" for known in self.cells for row in known.rows):
             return "undecided"
-        needed = math.ceil(HOLDS_FRACTION * self.planned_seeds - 1e-9)
+        planned = len(cell.rows)
+        needed = math.ceil(HOLDS_FRACTION * planned - 1e-9)
         finished = len(cell.finished)
         if cell.showing >= needed:
             return "holds"
-        if cell.showing + max(self.planned_seeds - finished, 0) < needed:
+        if cell.showing + max(planned - finished, 0) < needed:
             return "does not hold"
         return "undecided"
+
+    @property
+    def choice_is_partial(self) -> bool:
+        """Some lr runs at more seeds than the lr is chosen over (width, shape: seeds 1-4 at one lr)."""
+        return any(len({row["seed"] for row in cell.rows}) > len(self.shared_seeds) for cell in self.cells)
 
 
 def settings_of(group: Group, rows: list[dict]) -> list[Setting]:
@@ -641,11 +654,14 @@ def settings_of(group: Group, rows: list[dict]) -> list[Setting]:
     settings = []
     for key in sorted(by_setting, key=lambda k: tuple(_sortable(v) for v in k)):
         cells = [LrCell(key, lr, by_setting[key][lr]) for lr in sorted(by_setting[key], key=_sortable)]
+        shared = tuple(sorted(set.intersection(*({row["seed"] for row in cell.rows} for cell in cells)),
+                              key=_sortable))
         candidates = [cell for cell in cells if cell.finished]
-        by_loss = min(candidates, key=lambda c: (c.median_loss(), -c.median_test_accuracy(), c.lr), default=None)
-        by_accuracy = min(candidates, key=lambda c: (-c.median_test_accuracy(), c.median_loss(), c.lr), default=None)
-        planned = max((len(cell.rows) for cell in cells), default=0)
-        settings.append(Setting(key, cells, by_loss, by_accuracy, planned))
+        by_loss = min(candidates, key=lambda c: (c.median_loss(shared), -c.median_test_accuracy(shared), c.lr),
+                      default=None)
+        by_accuracy = min(candidates, key=lambda c: (-c.median_test_accuracy(shared), c.median_loss(shared), c.lr),
+                          default=None)
+        settings.append(Setting(key, cells, by_loss, by_accuracy, shared))
     return settings
 
 
@@ -672,7 +688,7 @@ def group_verdict(group: Group, settings: list[Setting], rule: str = "by_loss") 
 def figure_series(group: Group, rows: list[dict], profiles: dict) -> list[dict]:
     """What the group's figure draws: per line its panel, label, colour key and points. Settings draw
     every seed at their chosen lr (by the training-loss rule); lines="lr" draws every lr and seed."""
-    settings = settings_of(group, [row for row in rows if row["status"] in FINISHED])
+    settings = settings_of(group, rows)     # all planned rows: the lr is picked as the tables pick it
     series = []
     for setting in settings:
         cells = setting.cells if group.lines == "lr" else [setting.by_loss] if setting.by_loss else []
@@ -792,7 +808,7 @@ def _r_summary(cell: LrCell) -> str:
     return f"median r {statistics.median(rs):.4f} (range {min(rs):.4f} to {max(rs):.4f})"
 
 
-def _cell_row(group: Group, setting: Setting, cell: LrCell) -> str:
+def _cell_row(group: Group, setting: Setting, cell: LrCell, choosing_column: bool = False) -> str:
     rs, rhos = cell.rs(), cell.rhos()
     mark = "**" if cell is setting.by_loss else ""
     lr = f"{mark}{cell.lr:g}{mark}" + (" †" if cell is setting.by_accuracy else "")
@@ -809,6 +825,7 @@ def _cell_row(group: Group, setting: Setting, cell: LrCell) -> str:
         flags.append(f"{missing} not run")
     cells = [_escape(value) for value in setting.key] + [
         lr, f"{len(cell.finished)} of {len(cell.rows)}", _format(cell.median_loss(), ".3g"),
+        *([_format(cell.median_loss(setting.shared_seeds), ".3g")] if choosing_column else []),
         _format(cell.median_test_accuracy() if cell.finished else None, ".4f"),
         _format(_median(rs), ".4f"), f"{min(rs):.4f} to {max(rs):.4f}" if rs else "", rho,
         f"{cell.showing} of {len(cell.finished)}" if cell.finished else "", ", ".join(flags)]
@@ -843,11 +860,18 @@ def _group_section(group: Group, rows: list[dict], profiles: dict) -> tuple[list
                          f"{setting.verdict(setting.by_accuracy)} at lr {setting.by_accuracy.lr:g} (test accuracy).")
     if any(line.startswith("- The lr rule") for line in lines):
         lines.append("")
-    header = [*group.setting, "lr", "seeds", "median final loss", "median test acc", "median r", "r range",
-              "rho mean ± sd", "law (r <= -0.99)", "flags"]
+    choosing = any(setting.choice_is_partial for setting in settings)
+    header = [*group.setting, "lr", "seeds", "median final loss",
+              *(["loss that picks the lr (shared seeds)"] if choosing else []), "median test acc", "median r",
+              "r range", "rho mean ± sd", "law (r <= -0.99)", "flags"]
+    if choosing:
+        lines += ["The lr is picked over the seeds every lr of a setting ran at (" + "; ".join(
+            f"{_setting_text(group, setting.key)}: seed{'s' if len(setting.shared_seeds) > 1 else ''} "
+            + ", ".join(map(str, setting.shared_seeds)) for setting in settings if setting.choice_is_partial)
+                  + "); the other seeds ran at the picked lr only.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for setting in settings:
-        lines += [_cell_row(group, setting, cell) for cell in setting.cells]
+        lines += [_cell_row(group, setting, cell, choosing) for cell in setting.cells]
     test_splits = sorted({row["test_split"] for row in rows if row["test_split"]})
     if test_splits and test_splits != ["official"]:
         lines += ["", f"Test accuracy on the test split: {', '.join(_escape(s) for s in test_splits)} "
@@ -900,25 +924,32 @@ def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS) -> st
              f"Every run is repeated over the seeds {', '.join(map(str, SEEDS))} (the seed draws the "
              "training subset, the initialization and the batch order). In every setting (a depth, width, "
              "shape, optimizer...) the learning rate is chosen by training alone: the lr of the lowest "
-             "median final training loss over the seeds (ties: higher median test accuracy), never by the "
-             f"r it gives; its lr is **bold** in the tables. At that lr a setting *holds* when at least "
-             f"{needed} of its {len(SEEDS)} seeds show the law (a group run at one seed: that seed), *does "
+             "median final training loss over the seeds every lr of the setting ran at (ties: higher median "
+             "test accuracy), never by the r it gives; its lr is **bold** in the tables. At that lr a setting "
+             f"*holds* when at least {needed} of its {len(SEEDS)} seeds show the law (an lr run at one seed: "
+             "that seed), *does "
              "not hold* when too few do, and is *undecided* while any of its planned runs is missing. A group holds when "
              "every setting holds; a control group *fails, as the paper says* when no setting holds. A "
              "second training-only rule, the lr of the highest median test accuracy (marked †), shows "
              "whether the lr rule decides a verdict. Groups width and shape run seeds 1-4 only at the lr "
-             "seed 666's training chose (the 1,000- and 2,500-wide layers are most of the compute). "
+             "seed 666's training chose (the 1,000- and 2,500-wide layers are most of the compute), so their "
+             "lr is picked at seed 666 and judged over the five seeds at that lr. "
              "Measured as the paper did: BatchNorm in train mode over consecutive batches of 100 training "
              "images.", "",
-             "| group | runs finished | verdict (lr by training loss) | verdict (lr by test accuracy) |",
-             "|---|---|---|---|"]
+             f"The last column is the verdict the same rules give from seed {SEEDS[0]}'s runs alone (what a "
+             "one-seed report says), to show what the other seeds changed.", "",
+             "| group | runs finished | verdict (lr by training loss) | verdict (lr by test accuracy) | "
+             f"seed {SEEDS[0]} alone (lr by training loss) |",
+             "|---|---|---|---|---|"]
     sections, problems = [], []
     for group in shown:
         members = by_group[group.name]
         settings = settings_of(group, members)
+        one_seed = settings_of(group, [row for row in members if row["seed"] == SEEDS[0]])
         finished = sum(row["status"] in FINISHED for row in members)
         lines.append(f"| [{group.name}](#{group.name}) | {finished} of {len(members)} | "
-                     f"{group_verdict(group, settings)} | {group_verdict(group, settings, 'by_accuracy')} |")
+                     f"{group_verdict(group, settings)} | {group_verdict(group, settings, 'by_accuracy')} | "
+                     f"{group_verdict(group, one_seed)} |")
         section, found = _group_section(group, members, profiles)
         sections += section
         problems += found

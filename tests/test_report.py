@@ -160,6 +160,9 @@ def test_a_legacy_row_is_replaced_by_a_fresh_run_that_says_whether_it_is_bitwise
 def test_verdicts_over_seeds_follow_the_stated_rules(built):
     _, _, _, _, _, text, _ = built
     assert "| [fig1](#fig1) | 44 of 45 | partly: holds in 7 of 9 settings (1 of 9 settings undecided) |" in text
+    # seed 666 alone, as a one-seed report would judge: every fig1 setting holds (the misses are other seeds')
+    assert ("| [fig1](#fig1) | 44 of 45 | partly: holds in 7 of 9 settings (1 of 9 settings undecided) | partly: "
+            "holds in 7 of 9 settings (1 of 9 settings undecided) | holds |") in text
     assert ("- fig1, optimizer momentum, depth 18: at lr 0.001 (chosen by both rules) 3 of 5 seeds show the law"
             in text)
     assert "| adam | 6 | **0.001** † | 5 of 5 |" in text and "| 4 of 5 |" in text
@@ -232,3 +235,34 @@ def test_committed_report_is_what_its_tables_give():
     rows = report.read_rows(committed / "runs.csv")
     assert {row["group"] for row in rows} == {group.name for group in report.GROUPS}
     assert (committed / "runs.csv").stat().st_size + (committed / "profiles.csv").stat().st_size < 20e6
+
+
+def seed_row(lr, seed, loss, r=-0.999, accuracy=0.8, status="completed"):
+    return {"run": f"FNNSW-lr{lr:g}-s{seed}", "model": "FNNSW", "lr": lr, "seed": seed, "status": status,
+            "final_train_loss": loss, "test_accuracy": accuracy, "pearson_r": r, "rho": 0.5, "points": 8,
+            "test_split": "official"}
+
+
+def test_an_lr_run_at_more_seeds_is_picked_over_the_seeds_every_lr_ran_at():
+    """width/shape: every lr at seed 666, seeds 1-4 at seed 666's lr only. Over all its seeds lr 3e-4
+    has the higher median loss (0.0009 against 0.0008), but at seed 666, the seed both ran at, it is the
+    lower: it stays picked, and it is judged over its five seeds."""
+    shape = report.Group("shape", "claim", setting=("model",))
+    rows = [seed_row(3e-4, 666, 0.0006, accuracy=0.70)]
+    rows += [seed_row(3e-4, seed, 0.0009, r=-0.98) for seed in (1, 2, 3, 4)]
+    rows += [seed_row(1e-3, 666, 0.0008, accuracy=0.75)]
+    (setting,) = report.settings_of(shape, rows)
+    assert setting.shared_seeds == (666,) and setting.choice_is_partial
+    assert setting.by_loss.lr == 3e-4 and setting.by_accuracy.lr == 1e-3
+    assert setting.verdict(setting.by_loss) == "does not hold"       # 1 of 5 seeds show the law
+    assert setting.verdict(setting.by_accuracy) == "holds"           # an lr run at one seed: that seed
+    lines, _ = report._group_section(shape, rows, {})
+    assert ("The lr is picked over the seeds every lr of a setting ran at (model FNNSW: seed 666); the "
+            "other seeds ran at the picked lr only.") in lines
+    assert "| FNNSW | **0.0003** | 5 of 5 | 0.0009 | 0.0006 | 0.8000 |" in "\n".join(lines)
+    # a full grid (every lr at every seed) picks over all of them, with no extra column
+    full = rows + [seed_row(1e-3, seed, 0.0008) for seed in (1, 2, 3, 4)]
+    (setting,) = report.settings_of(shape, full)
+    assert setting.shared_seeds == (1, 2, 3, 4, 666) and not setting.choice_is_partial
+    assert setting.by_loss.lr == 1e-3
+    assert "shared seeds" not in "\n".join(report._group_section(shape, full, {})[0])
