@@ -824,8 +824,9 @@ def _cell_row(group: Group, setting: Setting, cell: LrCell, choosing_column: boo
     if missing:
         flags.append(f"{missing} not run")
     cells = [_escape(value) for value in setting.key] + [
-        lr, f"{len(cell.finished)} of {len(cell.rows)}", _format(cell.median_loss(), ".3g"),
-        *([_format(cell.median_loss(setting.shared_seeds), ".3g")] if choosing_column else []),
+        lr, f"{len(cell.finished)} of {len(cell.rows)}", _format(cell.median_loss() if cell.finished else None, ".3g"),
+        *([_format(cell.median_loss(setting.shared_seeds) if cell._finished_at(setting.shared_seeds) else None,
+                   ".3g")] if choosing_column else []),
         _format(cell.median_test_accuracy() if cell.finished else None, ".4f"),
         _format(_median(rs), ".4f"), f"{min(rs):.4f} to {max(rs):.4f}" if rs else "", rho,
         f"{cell.showing} of {len(cell.finished)}" if cell.finished else "", ", ".join(flags)]
