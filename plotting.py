@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -20,15 +19,42 @@ from atomic_io import atomic_savefig  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 SEQUENCE_END = 0.85   # ordered colours (epochs, depths) stop at viridis(0.85): its pale yellow end is unreadable on white
-CHARACTER_EM = 0.66   # a conservative mean advance of DejaVu Sans letters, digits and punctuation, in em
+WRAP_MARGIN = 0.97    # a wrapped line takes at most this share of its width (the measure is the font's own)
+
+
+def text_width(text: str, fontsize: float) -> float:
+    """The width in inches of one line of `text` at `fontsize` points, measured with matplotlib's font."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+
+    return text_to_path.get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)[0] / 72
+
+
+def _wrap_line(line: str, width_inches: float, fontsize: float) -> list[str]:
+    """`line` broken greedily at spaces, after hyphens and, for a piece wider than the width alone,
+    between characters, into lines that each fit `width_inches`; an escaped dollar (\\$) stays whole."""
+    fits = lambda text: text_width(text, fontsize) <= WRAP_MARGIN * width_inches  # noqa: E731
+    pieces = [piece for word in re.split(r"(\s+)", line) for piece in re.findall(r"[^-]*-|[^-]+", word)]
+    lines, current = [], ""
+    for piece in pieces:
+        if fits(current + piece):
+            current += piece
+            continue
+        if current.strip():
+            lines.append(current.rstrip())
+        current = piece.lstrip()
+        while current and not fits(current):          # one piece wider than the line: cut it
+            cut = max(1, next((n for n in range(len(current), 0, -1) if fits(current[:n])), 1))
+            cut -= current[cut - 1] == "\\" and cut > 1 and current[cut:cut + 1] == "$"
+            lines.append(current[:cut])
+            current = current[cut:]
+    return lines + [current.rstrip()] if current.strip() or not lines else lines
 
 
 def wrap_text(text: str, width_inches: float, fontsize: float) -> str:
-    """`text` with every line wrapped (textwrap, also inside long words and after hyphens) to the
-    characters that fit `width_inches` at `fontsize` points. An escaped dollar (\\$) is never split."""
-    columns = max(8, int(width_inches * 72 / (fontsize * CHARACTER_EM)))
-    wrapped = "\n".join(textwrap.fill(line, columns) if line.strip() else line for line in text.split("\n"))
-    return re.sub(r"\\\n\$", "\n\\$", wrapped)
+    """`text` with every line wrapped to `width_inches` at `fontsize` points (_wrap_line)."""
+    return "\n".join("\n".join(_wrap_line(line, width_inches, fontsize)) if line.strip() else line
+                     for line in text.split("\n"))
 
 
 def axes_width(axes) -> float:

@@ -224,3 +224,17 @@ def test_report_group_figure_fits_its_text(checked_figures, tmp_path):
                                    "points": [(i, 30.0 * 0.5 ** i) for i in range(20)]})
         assert report.draw_group_figure(group, series, tmp_path / f"{group.name}.png") is not None
     assert len(checked_figures) == 2 and all(problems == [] for problems in checked_figures), checked_figures
+
+
+def test_wrapping_measures_the_font_breaks_where_a_reader_would_and_keeps_escaped_dollars_whole():
+    # fits on one line: measured, it takes 3.66 of 4.125 inches (a character count said it did not)
+    assert plotting.wrap_text("GFNN on cm5k: w 100, adam, 600 epochs, seed 666", 4.125, 9) == \
+        "GFNN on cm5k: w 100, adam, 600 epochs, seed 666"
+    wrapped = plotting.wrap_text(f"{NAME} measured with BatchNorm in train mode", 4.0, 8)
+    lines = wrapped.split("\n")
+    assert all(plotting.text_width(line, 8) <= plotting.WRAP_MARGIN * 4.0 for line in lines)
+    assert len(lines) > 2 and "".join(lines).replace(" ", "") == f"{NAME}measuredwithBatchNormintrainmode"
+    assert lines[0].endswith("-")                      # a run name breaks after one of its hyphens
+    dollars = plotting.wrap_text("x" * 40 + "\\$" + "y" * 40, 1.0, 9).split("\n")
+    assert all(not line.endswith("\\") for line in dollars) and "\\$" in "".join(dollars)
+    assert plotting.wrap_text("a\n\nb", 4.0, 8) == "a\n\nb"
