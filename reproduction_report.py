@@ -757,8 +757,9 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
         axes.legend(fontsize=6.5)
     which = "every lr" if group.lines == "lr" else "each setting at its chosen lr"
     seeds = sorted({item["seed"] for item in series}, key=lambda s: SEEDS.index(s) if s in SEEDS else 99)
-    set_suptitle(figure, f"{group.name}: D_l against layer l, {which}\none line per seed "
-                 f"({', '.join(map(str, seeds))}; seed 666 with markers); "
+    lines = (f"one line per seed ({', '.join(map(str, seeds))}; seed 666 with markers)" if len(seeds) > 1
+             else f"seed {seeds[0]}")
+    set_suptitle(figure, f"{group.name}: D_l against layer l, {which}\n{lines}; "
                  + ("BatchNorm in train mode" if group.batch_norm else "no BatchNorm layers")
                  + ("\na line stops where D_l is 0 or not finite (the layer's features are all alike, or overflowed)"
                     if any(item.get("undrawn") for item in series) else ""), 9)
