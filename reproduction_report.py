@@ -42,7 +42,7 @@ from datetime import datetime
 from pathlib import Path
 
 from atomic_io import atomic_write_json
-from summarize_runs import (BadFile, OneLineParser, UnsafeOutput, csv_cell, fields_problem, figure_text,
+from summarize_runs import (BadFile, OneLineParser, Run, UnsafeOutput, csv_cell, fields_problem, figure_text,
                             load_runs, markdown_code, markdown_escape, output_folder, output_path, printable,
                             read_json, read_results, read_text, warn, write_outputs)
 
@@ -314,9 +314,12 @@ def _eval_record(run) -> tuple[dict, list[tuple]]:
 
 
 def _missing_record(job) -> dict:
+    """A planned run not yet finished: its row as its config gives it (variant as the finished run's will
+    read, so that it falls in its setting)."""
     config = job.config
     return {"run": job.run_name, "data": config["data"]["name"], "model": config["model"]["name"],
-            "variant": "", "depth": config["model"].get("depth"), "width": config.get("hidden_size"),
+            "variant": Run(Path(job.run_name) / "results.json", {"config": config}).variant,
+            "depth": config["model"].get("depth"), "width": config.get("hidden_size"),
             "optimizer": config["optimization"]["name"], "lr": float(config["lr"]),
             "epochs": config["epochs"], "seed": config["seed"], "status": "missing"}
 

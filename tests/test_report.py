@@ -266,3 +266,15 @@ def test_an_lr_run_at_more_seeds_is_picked_over_the_seeds_every_lr_ran_at():
     assert setting.shared_seeds == (1, 2, 3, 4, 666) and not setting.choice_is_partial
     assert setting.by_loss.lr == 1e-3
     assert "shared seeds" not in "\n".join(report._group_section(shape, full, {})[0])
+
+
+def test_a_planned_run_not_yet_finished_falls_in_its_setting():
+    """The residual settings are (model, variant): a missing row's variant comes from its config as the
+    finished run's will, so that one finished run is never a setting of its own (judged at one lr)."""
+    from types import SimpleNamespace
+
+    config = {"data": {"name": "fashion_mnist"}, "optimization": {"name": "adam"}, "lr": 3e-4, "epochs": 600,
+              "seed": 666, "model": {"name": "GResNet", "depth": 4,
+                                     "params": {"block_option": "bottleneck", "feature_option": "layer"}}}
+    row = report._missing_record(SimpleNamespace(run_name="fashion_mnist-GResNet-x", config=config))
+    assert (row["model"], row["variant"], row["status"], row["lr"]) == ("GResNet", "bottleneck/layer", "missing", 3e-4)
