@@ -173,8 +173,9 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
         subset = measured_test_subset(cfg, run.dataset)
         inputs, labels = run.dataset.test_x[subset], run.dataset.test_y[subset]
     layers, fit = measure_split(cfg, run.model, inputs, labels, split)
-    save_profile_figure([(split_label(split, int(labels.numel())), layers, fit)], profile_title(f"{checkpoint_path.parent.name} [{tag}]", cfg, split),
-                        [out_dir / "profile.png"], ylabel=MEASURE_LABELS[str(cfg.measure)])
+    title = profile_title(f"{checkpoint_path.parent.name} [{tag}]", cfg, split)
+    save_profile_figure([(split_label(split, int(labels.numel())), layers, fit)], title, [out_dir / "profile.png"],
+                        ylabel=MEASURE_LABELS[str(cfg.measure)])
     return atomic_write_json(out_dir / "results.json", {
         "source": str(checkpoint_path), "overrides": overrides, "split": split,
         "config": OmegaConf.to_container(cfg, resolve=True), "measure": str(cfg.measure),

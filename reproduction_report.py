@@ -591,20 +591,21 @@ class LrCell:
     def completed(self) -> list[dict]:
         return [row for row in self.rows if row["status"] == "completed"]
 
-    def _finished_at(self, seeds) -> list[dict]:
+    def finished_at(self, seeds) -> list[dict]:
+        """The finished runs, of `seeds` only when given."""
         return [row for row in self.finished if seeds is None or row["seed"] in seeds]
 
     def median_loss(self, seeds=None) -> float:
         """The median final training loss of the finished runs (of `seeds` only, when given); a diverged
         run counts as infinite."""
         losses = [row["final_train_loss"] if row["status"] == "completed" else math.inf
-                  for row in self._finished_at(seeds)]
+                  for row in self.finished_at(seeds)]
         losses = [math.inf if loss is None or not math.isfinite(loss) else loss for loss in losses]
         return statistics.median(losses) if losses else math.inf
 
     def median_test_accuracy(self, seeds=None) -> float:
         accuracies = [row["test_accuracy"] if row["status"] == "completed" else 0.0
-                      for row in self._finished_at(seeds)]
+                      for row in self.finished_at(seeds)]
         return statistics.median([a if a is not None else 0.0 for a in accuracies]) if accuracies else -1.0
 
     def rs(self) -> list[float]:
@@ -829,7 +830,7 @@ def _cell_row(group: Group, setting: Setting, cell: LrCell, choosing_column: boo
         flags.append(f"{missing} not run")
     cells = [_escape(value) for value in setting.key] + [
         lr, f"{len(cell.finished)} of {len(cell.rows)}", _format(cell.median_loss() if cell.finished else None, ".3g"),
-        *([_format(cell.median_loss(setting.shared_seeds) if cell._finished_at(setting.shared_seeds) else None,
+        *([_format(cell.median_loss(setting.shared_seeds) if cell.finished_at(setting.shared_seeds) else None,
                    ".3g")] if choosing_column else []),
         _format(cell.median_test_accuracy() if cell.finished else None, ".4f"),
         _format(_median(rs), ".4f"), f"{min(rs):.4f} to {max(rs):.4f}" if rs else "", rho,
