@@ -11,12 +11,19 @@
 # With GPUs (GPUS="0 1 2 3"; by default the entries of CUDA_VISIBLE_DEVICES if it is set, else every
 # GPU `nvidia-smi -L` lists) the jobs are dealt round-robin to one queue per GPU; each queue runs in
 # the background under nohup with CUDA_VISIBLE_DEVICES set to its GPU, one job after another, so no
-# GPU runs two jobs at once. This script then returns; the queues go on after you log out.
+# GPU runs two jobs at once. This script then returns; the queues go on after you log out. `kill PID`
+# (the PID it prints) stops a queue: its running job gets SIGTERM, its log ends with the summary.
 # GPU ids that this machine does not have are refused (a dry run notes them and still shows the plan);
 # an id is an index or a UUID (letters, digits, - and /; a MIG id's / is _ in its queue's file names).
 # Without GPUs (or with GPUS="") the jobs run here, JOBS at a time (a positive integer; default: one per
 # CPU core), each with threads=1.
-# Each job appends its output to <log_root>/jobs/<job name>.log (log_root defaults to logs/).
+# Each job appends its output to <log_root>/jobs/<job name>.log (log_root defaults to logs/). A queue
+# prints a start and an exit line per job ([k/N], the time taken, the jobs done and the time left) and
+# ends with a summary (N finished, M failed, K not run, the logs of the failed jobs). A job the entry point
+# refuses (exit 2: a missing dataset, an invalid value) stops its queue with its one-line reason (jobs
+# running beside it finish; none starts). On the CPU the exit status is 0 when every job finished, 1 when
+# some failed, 2 after a refusal; Ctrl-C (or HUP, TERM) stops the running jobs, prints the summary and
+# the script dies of that signal.
 # Resumable: a run that already finished is skipped by the entry point (it prints `skipped:`), so
 # after an interruption rerun the same command. FORCE=1 reruns finished runs (force=true).
 # PYTHON picks the interpreter (default: .venv/bin/python if present, else python3).
@@ -177,16 +184,177 @@ if [ "$planned" != 0 ]; then exit "$planned"; fi
 log_dir=$(sed -n 's/^# job logs: //p' < "$plan")
 job_count=$(grep -vc '^#' < "$plan" || true)
 
-# RUN_LINE runs line $2 of the jobs file $1 (a complete shell command that appends to its log),
-# framed by start and exit lines; RUN_QUEUE runs every line of the jobs file $1, $2 at a time.
-RUN_LINE='job=$(sed -n "${2}p" < "$1")
-printf "[%s] start: %s\n" "$(date "+%F %T")" "$job"
-sh -c "$job" < /dev/null
-status=$?
-printf "[%s] exit %s: %s\n" "$(date "+%F %T")" "$status" "$job"
-[ "$status" -eq 0 ]'
-RUN_QUEUE='awk "END { for (i = 1; i <= NR; i++) print i }" < "$1" | xargs -n 1 -P "$2" sh -c "$RUN_LINE" run_line "$1"'
-export RUN_LINE
+# The queue runner: one shell program, kept in a variable (a queue under nohup keeps the program it started
+# with, whatever happens to this file), that runs the job lines of a jobs file (each a complete shell
+# command that appends to its log) and ends with a summary:
+#   sh -c 'eval "$QUEUE_SCRIPT"' run_queue queue JOBS_FILE WORKERS [COPY]
+# runs every line, WORKERS at a time, printing a start and an exit line per job (also appended to the file
+# COPY when given) and a closing summary. A job that exits 2 (the entry point refused its input: a missing
+# dataset, an invalid value) stops the queue: jobs running beside it finish, no further job starts, since
+# the others would be refused alike. SIGTERM, SIGHUP (or SIGINT where not ignored) stop it too: its running
+# jobs get SIGTERM (the entry point then removes its temporary files). Exit status: 0 every job finished,
+# 1 some failed, 2 stopped after a refusal, 128+n stopped by signal n. While it runs its state is the folder
+# JOBS_FILE less .jobs plus .state (K.pid: the shell and job process of job K; K.exit: its exit status;
+# refused/, interrupted/, K.stopped/: what happened), removed after the summary.
+# xargs calls it once per job as `sh -c 'eval "$QUEUE_SCRIPT"' run_queue line JOBS_FILE COPY STATE COUNT STARTED K`.
+QUEUE_SCRIPT=$(cat <<'END_OF_QUEUE_SCRIPT'
+set -u
+mode=$1 jobs_file=$2
+now() { date +%s; }
+clock() { date '+%F %T'; }
+duration() {  # duration SECONDS: 42s, 3m05s or 1h02m
+    if [ "$1" -ge 3600 ]; then printf '%dh%02dm' $(($1 / 3600)) $(($1 % 3600 / 60))
+    elif [ "$1" -ge 60 ]; then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60))
+    else printf '%ds' "$1"; fi
+}
+say() {  # say TEXT: to stdout, and to the copy when there is one
+    printf '%s\n' "$1"
+    if [ -n "$copy" ]; then printf '%s\n' "$1" >> "$copy"; fi
+}
+shown() { printf '%s' "$1" | LC_ALL=C tr -c '[:print:]' '[?*]'; }
+job_files() {  # job_files K: sets job (line K), job_log (its `>> LOG 2>&1`, unquoted) and job_name
+    job=$(sed -n "${1}p" < "$jobs_file")
+    job_log=$(printf '%s\n' "$job" | sed -n 's/.* >> \(.*\) 2>&1$/\1/p')
+    case $job_log in "'"*"'")  # quoted by the planner (shlex): unquoted where it holds no quote itself
+        unquoted=${job_log#"'"}; unquoted=${unquoted%"'"}
+        case $unquoted in *"'"*) ;; *) job_log=$unquoted ;; esac ;;
+    esac
+    job_name=${job_log##*/}; job_name=${job_name%.log}
+    if [ -z "$job_name" ]; then job_name="job $1"; fi
+}
+stop_job() {  # stop_job K: SIGTERM to job K, once, whoever asks first (the queue stopping, or the job)
+    if [ -f "$state/$1.pid" ] && mkdir "$state/$1.stopped" 2>/dev/null; then
+        read -r line_shell job_pid < "$state/$1.pid"
+        kill -s TERM "$job_pid" 2>/dev/null || true
+    fi
+}
+
+if [ "$mode" = line ]; then  # one job: line K of the jobs file
+    copy=$3 state=$4 count=$5 started=$6 k=$7
+    if [ -e "$state/refused" ] || [ -e "$state/interrupted" ]; then exit 0; fi  # stopping: not run
+    job_files "$k"
+    say "[$(clock)] start: [$k/$count] $job"
+    trap 'signalled=1' TERM HUP  # stay until the job has ended, to record how it ended
+    begun=$(now)
+    sh -c "exec $job" < /dev/null &  # exec: the job's own process gets the queue's SIGTERM
+    job_pid=$!
+    printf '%s %s\n' "$$" "$job_pid" > "$state/$k.pid"
+    if [ -e "$state/interrupted" ]; then stop_job "$k"; fi  # the queue stopped while this one started
+    while :; do
+        status=0
+        wait "$job_pid" 2>/dev/null || status=$?  # (2>: no "Terminated" from the shell)
+        if [ "$status" -gt 128 ] && kill -0 "$job_pid" 2>/dev/null; then continue; fi  # a signal, not the end
+        break
+    done
+    took=$(( $(now) - begun ))
+    refused=
+    if [ "$status" = 2 ] && mkdir "$state/refused" 2>/dev/null; then  # the first refusal stops the queue
+        reason=$(grep '^error:' "$job_log" 2>/dev/null | tail -n 1)
+        refused=$(shown "$job_name: ${reason:-exit status 2 (its log: $job_log)}")
+        printf '%s\n' "$refused" > "$state/refused/reason"
+    fi
+    done_count=$(( $(ls "$state" | grep -c '^done\.') + 1 ))  # this job's place among those done:
+    while ! mkdir "$state/done.$done_count" 2>/dev/null; do  # one each
+        if [ ! -d "$state" ]; then break; fi
+        done_count=$((done_count + 1))
+    done
+    elapsed=$(( $(now) - started ))
+    progress="$done_count/$count done in $(duration "$elapsed")"
+    if [ "$done_count" -lt "$count" ] && [ ! -e "$state/refused" ] && [ ! -e "$state/interrupted" ]; then
+        progress="$progress, about $(duration $(( elapsed * (count - done_count) / done_count ))) left"
+    fi
+    say "[$(clock)] exit $status: [$k/$count] $job_name after $(duration "$took"); $progress"
+    if [ -n "$refused" ]; then say "stopping the queue: $job_name refused its input, as the other jobs would; none starts"; fi
+    printf '%s\n' "$status" > "$state/$k.exit"  # last: the queue's summary waits for it
+    exit 0
+fi
+
+# the queue
+workers=$3 copy=${4:-}
+state=${jobs_file%.jobs}.state
+count=$(grep -c '' < "$jobs_file")
+if [ "$count" -eq 0 ]; then say "summary: no jobs to run"; exit 0; fi
+mkdir -p -- "$state"
+started=$(now)
+stopping=
+stop_queue() {  # stop_queue SIGNAL: no job starts any more; the running ones get SIGTERM
+    if [ -n "$stopping" ]; then return; fi
+    stopping=$1
+    mkdir "$state/interrupted" 2>/dev/null
+    say "stopping the queue (SIG$1): its running jobs get SIGTERM; the jobs not started are not run"
+    for pid_file in "$state"/*.pid; do
+        [ -f "$pid_file" ] || continue
+        k=${pid_file##*/}; k=${k%.pid}
+        [ -f "$state/$k.exit" ] || stop_job "$k"
+    done
+}
+trap 'stop_queue INT' INT
+trap 'stop_queue TERM' TERM
+trap 'stop_queue HUP' HUP
+awk 'END { for (i = 1; i <= NR; i++) print i }' < "$jobs_file" |
+    xargs -n 1 -P "$workers" sh -c 'eval "$QUEUE_SCRIPT"' run_queue line "$jobs_file" "$copy" "$state" "$count" "$started" &
+xargs_pid=$!
+while :; do  # in the background, so that a signal is acted on at once
+    status=0
+    wait "$xargs_pid" 2>/dev/null || status=$?
+    if [ "$status" -gt 128 ] && kill -0 "$xargs_pid" 2>/dev/null; then continue; fi
+    break
+done
+for pid_file in "$state"/*.pid; do  # a job whose xargs was killed: wait until its line has ended
+    [ -f "$pid_file" ] || continue
+    k=${pid_file##*/}; k=${k%.pid}
+    read -r line_shell job_pid < "$pid_file"
+    while [ ! -f "$state/$k.exit" ] && kill -0 "$line_shell" 2>/dev/null; do sleep 1; done
+done
+
+finished=0 failed=0 stopped=0 not_run=0 failed_logs=
+k=1
+while [ "$k" -le "$count" ]; do
+    if [ -f "$state/$k.exit" ]; then
+        read -r status < "$state/$k.exit"
+        if [ "$status" = 0 ]; then finished=$((finished + 1))
+        elif [ -d "$state/$k.stopped" ] || { [ -n "$stopping" ] && [ "$status" -gt 128 ]; }; then
+            stopped=$((stopped + 1))  # by the queue, or by the signal that stopped it (sent to them all)
+        else
+            failed=$((failed + 1))
+            if [ "$failed" -le 10 ]; then
+                job_files "$k"
+                failed_logs="$failed_logs
+  $job_log (exit $status)"
+            fi
+        fi
+    elif [ -f "$state/$k.pid" ]; then stopped=$((stopped + 1))  # its line was killed before it ended
+    else not_run=$((not_run + 1)); fi
+    k=$((k + 1))
+done
+if [ "$failed" -gt 10 ]; then failed_logs="$failed_logs
+  and $((failed - 10)) more (their exit lines above)"; fi
+summary="summary: $finished finished, $failed failed, "
+if [ "$stopped" -gt 0 ]; then summary="${summary}$stopped stopped, "; fi
+summary="${summary}$not_run not run (of $count jobs, $(duration $(( $(now) - started ))))"
+if [ -n "$failed_logs" ]; then summary="$summary; logs of the failed jobs:$failed_logs"; fi
+if [ -f "$state/refused/reason" ]; then
+    read -r reason < "$state/refused/reason"
+    say "stopped after a refused job: $reason"
+fi
+say "$summary"
+if [ -f "$state/refused/reason" ]; then
+    say "fix what the error names, then rerun the same command (finished runs are skipped)"
+    result=2
+elif [ -n "$stopping" ]; then
+    say "rerun the same command to go on (finished runs are skipped)"
+    case $stopping in HUP) result=129 ;; INT) result=130 ;; *) result=143 ;; esac
+elif [ "$failed" -gt 0 ] || [ "$stopped" -gt 0 ]; then
+    say "rerun the same command to run the failed jobs again (finished runs are skipped)"
+    result=1
+else
+    result=0
+fi
+rm -rf -- "$state"
+exit "$result"
+END_OF_QUEUE_SCRIPT
+)
+export QUEUE_SCRIPT
 
 # jobs_of_queue Q N [PREFIX]: the job lines of queue Q of N (jobs dealt round-robin), each after PREFIX.
 jobs_of_queue() {
@@ -228,11 +396,7 @@ mkdir -p -- "$log_dir"
 if [ "$gpu_count" -gt 0 ]; then
     stamp=$(date +%Y%m%d-%H%M%S)
     launch=nohup
-    stop="kill PID and its child processes (see: ps -ef | grep run_queue)"
-    if command -v setsid >/dev/null 2>&1; then  # each queue in its own process group
-        launch="setsid nohup"
-        stop="kill -- -PID (the queue and the job it is running)"
-    fi
+    if command -v setsid >/dev/null 2>&1; then launch="setsid nohup"; fi  # each queue in a session of its own
     queue=0
     pids=
     for gpu in $gpus; do
@@ -240,7 +404,7 @@ if [ "$gpu_count" -gt 0 ]; then
         jobs_file=$log_dir/queue-$stamp-$queue_stem.jobs
         queue_log=$log_dir/queue-$stamp-$queue_stem.log
         jobs_of_queue "$queue" "$gpu_count" > "$jobs_file"
-        CUDA_VISIBLE_DEVICES=$gpu $launch sh -c "$RUN_QUEUE" run_queue "$jobs_file" 1 \
+        CUDA_VISIBLE_DEVICES=$gpu $launch sh -c 'eval "$QUEUE_SCRIPT"' run_queue queue "$jobs_file" 1 \
             > "$queue_log" 2>&1 < /dev/null &
         pids="$pids $!"
         printf '%s\n' "queue gpu$gpu: $(grep -c . < "$jobs_file" || true) jobs, pid $!, log $queue_log"
@@ -249,25 +413,47 @@ if [ "$gpu_count" -gt 0 ]; then
     remove_temporary_files
     echo "started $job_count jobs on $gpu_count GPUs in the background."
     printf '%s\n' "follow:  tail -f $log_dir/queue-$stamp-gpu*.log      (each job: $log_dir/<job name>.log)"
-    echo "stop:    $stop; queue PIDs:$pids"
+    echo "stop:    kill PID (the queue stops its running job with SIGTERM, then ends its log with a summary); queue PIDs:$pids"
+    echo "each queue's log ends with its summary: N finished, M failed, K not run (a refused job stops its queue)"
 else
     workers=${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
     run=$log_dir/run-$(date +%Y%m%d-%H%M%S)-$$
     grep -v '^#' < "$plan" > "$run.jobs"
-    # the plan is copied: no temporary file is left, so signals again act as they would without traps
+    # the plan is copied: no temporary file is left
     remove_temporary_files
-    trap - EXIT HUP INT QUIT PIPE TERM
+    trap - EXIT PIPE
     printf '%s\n' "# command: sh run_experiments.sh $*" > "$run.log"
     printf '%s\n' "running $job_count jobs on the CPU, $workers at a time (threads=1 each); start and exit lines: $run.log"
     printf '%s\n' "follow:  tail -f $log_dir/<job name>.log      (all: tail -f $log_dir/*.log)"
-    # the queue's start/exit lines go to the terminal and to $run.log (the report reads its wall time)
-    { sh -c "$RUN_QUEUE" run_queue "$run.jobs" "$workers"; echo $? > "$run.status"; } | tee -a -- "$run.log"
-    status=$(cat < "$run.status")
-    rm -f -- "$run.status"
+    # The queue's start, exit and summary lines go to the terminal and to $run.log (the report reads its
+    # wall time). It runs in the background (its jobs ignore SIGINT, as background jobs do): a HUP, INT,
+    # QUIT or TERM to this script stops it (its running jobs get SIGTERM, it prints its summary), then this
+    # script dies of that signal.
+    sh -c 'eval "$QUEUE_SCRIPT"' run_queue queue "$run.jobs" "$workers" "$run.log" < /dev/null &
+    queue_pid=$!
+    signalled=
+    stop_queue() {  # stop_queue SIGNAL STATUS
+        if [ -n "$signalled" ]; then return; fi
+        signalled="$1 $2"
+        printf '%s\n' "interrupted (SIG$1): stopping the queue" | tee -a -- "$run.log"
+        kill -s TERM "$queue_pid" 2>/dev/null || true
+    }
+    trap 'stop_queue HUP 129' HUP
+    trap 'stop_queue INT 130' INT
+    trap 'stop_queue QUIT 131' QUIT
+    trap 'stop_queue TERM 143' TERM
+    while :; do
+        status=0
+        wait "$queue_pid" || status=$?
+        if [ "$status" -gt 128 ] && kill -0 "$queue_pid" 2>/dev/null; then continue; fi  # a signal, not its end
+        break
+    done
+    if [ -n "$signalled" ]; then
+        # shellcheck disable=SC2086  # signalled: a signal name and a number, split on purpose
+        died_of $signalled
+    fi
     if [ "$status" = 0 ]; then
         printf '%s\n' "done: $job_count jobs. Summary: $PYTHON summarize_runs.py ${log_dir%/jobs} --out summaries/"
-    else
-        printf '%s\n' "finished, but some jobs failed: see the 'exit' lines above and their logs in $log_dir/" >&2
-        exit 1
     fi
+    exit "$status"
 fi

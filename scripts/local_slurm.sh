@@ -18,6 +18,16 @@
 # A CPU-only partition has no GPUs, so submit with SLURM_GPUS_PER_NODE=0, e.g.
 #   SLURM_PARTITION=debug SLURM_GPUS_PER_NODE=0 python representation_dynamics_terminal.py -m \
 #       +experiment=fig1 hydra/launcher=slurm hydra.launcher.cpus_per_task=1 hydra.launcher.mem_gb=2
+#
+# A bash script; `sh scripts/local_slurm.sh ...` works too: under another shell (dash) the lines below,
+# plain POSIX sh, run it again with bash before any bash syntax is read.
+if [ -z "${BASH_VERSION:-}" ]; then
+    if ! command -v bash > /dev/null 2>&1; then
+        echo "local_slurm: this script needs bash, which is not on PATH" >&2
+        exit 2
+    fi
+    exec bash "$0" "$@"
+fi
 set -euo pipefail
 
 STATE=${LOCAL_SLURM_DIR:-/var/lib/local-slurm}

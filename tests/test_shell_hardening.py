@@ -176,8 +176,9 @@ def test_mig_ids_with_a_slash_give_valid_queue_files(box):
     started = box.run("g", f"log_root={box.logs}", GPUS=gpus)
     assert started.returncode == 0, started.stderr
     assert "started 4 jobs on 4 GPUs in the background." in started.stdout
-    deadline = time.monotonic() + 30  # the queues run in the background: wait for their exit lines
-    while sum(path.read_text().count("] exit ") for path in jobs.glob("queue-*.log")) < 4:
+    deadline = time.monotonic() + 30  # the queues run in the background: wait for their summaries (their
+    while (sum(path.read_text().count("\nsummary: ") for path in jobs.glob("queue-*.log")) < 4  # last lines)
+           or any(path.suffix == ".state" for path in jobs.iterdir())):     # and their state folders to go
         assert time.monotonic() < deadline, started.stdout
         time.sleep(0.05)
     stamp = re.search(r"queue-(\d{8}-\d{6})-gpu", started.stdout)[1]
