@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 
 # Keys that say how and where a run executes, not what it computes.
 EXECUTION_KEYS = ("hydra", "device", "threads", "progress", "download", "data_root", "log_root",
-                  "figures_dir", "force", "curves_every_n_epochs", "logger")
+                  "figures_dir", "force", "curves_every_n_epochs", "logger", "log_every_n_epochs")
 
 
 # A table that presets interpolate from (conf/experiment/fig1.yaml: lr per optimizer and depth). The

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -24,13 +25,14 @@ import numpy
 import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from atomic_io import (atomic_torch_save, atomic_write, atomic_write_json, file_lock, is_dead_owner,
                        lock_held_elsewhere, owner_token, read_small_text, remove_stale_temporaries)
 from cpu_kernels import cpu_kernels
 from config_utils import (REPO_ROOT, ConfigError, check_names, check_output_folders, check_values,
-                          created_by_this_command, folder_problem, identity_hash, record_new_run_dirs, run_name,
-                          sweep_job_configs)
+                          created_by_this_command, folder_problem, identity_hash, is_int, record_new_run_dirs,
+                          run_name, sweep_job_configs)
 from data import (Dataset, balanced_subset, check_cache_folder, check_data, check_test_subset_of, class_counts_of,
                   input_shape_of, prepare_dataset)
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
@@ -104,6 +106,13 @@ def validate_config(cfg: DictConfig, output_keys: tuple[str, ...] = ("log_root",
     check_cache_folder(cfg.data, Path(cfg.data_root), int(cfg.seed))
     check_buildable(cfg, input_shape_of(cfg.data), int(cfg.data.num_classes), device)
     check_logger(cfg.get("logger"))
+    check_log_every(cfg.get("log_every_n_epochs"))
+
+
+def check_log_every(every) -> None:
+    """ConfigError unless log_every_n_epochs is an integer >= 0 (None: a config saved before the key)."""
+    if every is not None and not (is_int(every) and every >= 0):
+        raise ConfigError(f"log_every_n_epochs={every}: allowed: an integer >= 0 (0: no epoch lines)")
 
 
 def check_bn_batches(cfg: DictConfig) -> None:
@@ -204,13 +213,14 @@ def set_up(cfg: DictConfig) -> SetUp:
 
 
 def measure_split(cfg: DictConfig, model, inputs: torch.Tensor, labels: torch.Tensor,
-                  split: str = "train") -> tuple[list[dict], dict | None]:
-    """The profile and fit of one split, measured as the config's measure and analysis keys say."""
+                  split: str = "train", progress: bool = False) -> tuple[list[dict], dict | None]:
+    """The profile and fit of one split, measured as the config's measure and analysis keys say (with
+    `progress`, a bar over the measured points)."""
     analysis = cfg.analysis
     return measure_profile(model, inputs, labels, measure=str(cfg.measure), bn_mode=str(analysis.bn_mode),
                            bn_batch_size=int(analysis.bn_batch_size),
                            eval_batch_size=int(analysis.eval_batch_size), pca_dim=analysis.pca_dim,
-                           segments=model.fit_segments, split=split)
+                           segments=model.fit_segments, split=split, progress=progress)
 
 
 def measured_test_subset(cfg: DictConfig, dataset: Dataset) -> torch.Tensor:
@@ -237,10 +247,15 @@ def train_step(cfg: DictConfig, run: SetUp, run_dir: Path | None = None, descrip
                                     TRAINING_SCHEMES[cfg.training.name].total_epochs(cfg))
         recorder.start()
 
-    def on_epoch_end(epoch: int, loss: float) -> None:
+    total_epochs = TRAINING_SCHEMES[cfg.training.name].total_epochs(cfg)
+    log_every = int(cfg.get("log_every_n_epochs") or 0)
+
+    def on_epoch_end(epoch: int, loss: float, lr: float) -> None:
         curves(epoch, loss)
         if recorder:
             recorder(epoch)
+        if log_every and (epoch % log_every == 0 or epoch == total_epochs):
+            log.info(epoch_line(epoch, total_epochs, loss, lr, curves.accuracies_at(epoch)))
 
     outcome = run_training(run.model, dataset.train_x, dataset.train_y, cfg, progress=bool(cfg.progress),
                            description=description, on_epoch_end=on_epoch_end)
@@ -250,16 +265,29 @@ def train_step(cfg: DictConfig, run: SetUp, run_dir: Path | None = None, descrip
     return Trained(outcome, recorder.record if recorder else None, curves)
 
 
+def epoch_line(epoch: int, total_epochs: int, loss: float, lr: float,
+               accuracies: tuple[float, float] | None = None) -> str:
+    """One line of the run log: the epoch (of all the run trains), its mean train loss and lr and, when
+    measured at that epoch, the train and test accuracy, rounded for reading (results.json and
+    history.csv hold every loss at full precision)."""
+    line = f"epoch {epoch}/{total_epochs}: loss {loss:.4g}, lr {lr:.3g}"
+    if accuracies is not None:
+        line += f", accuracy train {accuracies[0]:.4f} test {accuracies[1]:.4f}"
+    return line
+
+
 def measure_step(cfg: DictConfig, run: SetUp) -> Measurement:
     """The training split's profile, the test subset's (analysis.test_subset_size > 0) and both
     accuracies of the trained model. In eval mode the accuracy pass over a split also yields its
     features (one forward where one serves); in train_batches mode the features need their own
-    train-mode passes."""
+    train-mode passes. With cfg.progress a bar runs over the measured points of each split."""
     model, dataset, eval_batch = run.model, run.dataset, int(cfg.analysis.eval_batch_size)
+    progress = bool(cfg.progress)
     subset = measured_test_subset(cfg, dataset) if int(cfg.analysis.test_subset_size) > 0 else None
     test_layers, test_fit = [], None
     if cfg.analysis.bn_mode == "eval":
-        settings = {"measure": str(cfg.measure), "pca_dim": cfg.analysis.pca_dim, "segments": model.fit_segments}
+        settings = {"measure": str(cfg.measure), "pca_dim": cfg.analysis.pca_dim, "segments": model.fit_segments,
+                    "progress": progress}
         features, train_accuracy = features_and_accuracy(model, dataset.train_x, dataset.train_y,
                                                          model.measured_modules(), eval_batch)
         layers, fit = profile_and_fit(features, dataset.train_y, **settings)
@@ -270,9 +298,10 @@ def measure_step(cfg: DictConfig, run: SetUp) -> Measurement:
                                                             model.measured_modules(), eval_batch, rows=subset)
             test_layers, test_fit = profile_and_fit(features, dataset.test_y[subset], split="test", **settings)
     else:
-        layers, fit = measure_split(cfg, model, dataset.train_x, dataset.train_y)
+        layers, fit = measure_split(cfg, model, dataset.train_x, dataset.train_y, progress=progress)
         if subset is not None:
-            test_layers, test_fit = measure_split(cfg, model, dataset.test_x[subset], dataset.test_y[subset], "test")
+            test_layers, test_fit = measure_split(cfg, model, dataset.test_x[subset], dataset.test_y[subset],
+                                                  "test", progress)
         train_accuracy = accuracy(model, dataset.train_x, dataset.train_y, eval_batch)
         test_accuracy = accuracy(model, dataset.test_x, dataset.test_y, eval_batch)
     return Measurement(layers, fit, test_layers, test_fit, 0 if subset is None else subset.numel(),
@@ -341,6 +370,31 @@ def write_step(cfg: DictConfig, run_dir: Path, identity: str, run: SetUp, traine
     return atomic_write_json(run_dir / "results.json", results)
 
 
+# A '-' between two parts of a run name; not the '-' of an exponent ("lr1e-05").
+NAME_PART_BOUNDARY = re.compile(r"(?<![0-9]e)-")
+
+
+def progress_label(name: str, limit: int = 60) -> str:
+    """A run name for a progress bar: whole when at most `limit` characters, else its first '-'-separated
+    parts and its last (the identity hash) around '...': shortened between parts, never inside one."""
+    parts = NAME_PART_BOUNDARY.split(name)
+    if len(name) <= limit or len(parts) < 3:
+        return name
+    kept = parts[:1]
+    for part in parts[1:-1]:
+        if len("-".join([*kept, part, "...", parts[-1]])) > limit:
+            break
+        kept.append(part)
+    return "-".join([*kept, "...", parts[-1]])
+
+
+def fit_summary(fit: dict | None) -> str:
+    """A profile's fit for a log line, rounded for reading (results.json holds it at full precision)."""
+    if not fit:
+        return "none (fewer than two finite points)"
+    return f"pearson_r {fit['pearson_r']:.4f} rho {fit['rho']:.4f}"
+
+
 def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: dict, name: str | None = None
                         ) -> Path:
     """Set up, train, measure (unless training diverged) and write one run into run_dir (`name`: the
@@ -351,20 +405,20 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: 
     timings["setup"] = time.perf_counter() - started
     log.info("training %s on %s (%d samples, input %s) on %s", cfg.model.name, run.dataset.name,
              run.dataset.train_x.shape[0], run.dataset.input_shape, run.device)
-    started = time.perf_counter()
-    trained = train_step(cfg, run, run_dir, description=name[:40])
-    timings["train"] = time.perf_counter() - started
     measured = None
-    if trained.outcome.diverged:
-        log.warning("training diverged at epoch %d (mean loss %s): no measurement, fit or checkpoint",
-                    trained.outcome.diverged_epoch, trained.outcome.final_train_loss)
-    else:
+    with logging_redirect_tqdm() if cfg.progress else contextlib.nullcontext():   # log lines above the bars
         started = time.perf_counter()
-        measured = measure_step(cfg, run)
-        timings["measure"] = time.perf_counter() - started
-        fit = measured.fit or {}
-        log.info("fit: pearson_r %s rho %s; accuracy train %.4f test %.4f", fit.get("pearson_r"),
-                 fit.get("rho"), measured.train_accuracy, measured.test_accuracy)
+        trained = train_step(cfg, run, run_dir, description=progress_label(name))
+        timings["train"] = time.perf_counter() - started
+        if trained.outcome.diverged:
+            log.warning("training diverged at epoch %d (mean loss %s): no measurement, fit or checkpoint",
+                        trained.outcome.diverged_epoch, trained.outcome.final_train_loss)
+        else:
+            started = time.perf_counter()
+            measured = measure_step(cfg, run)
+            timings["measure"] = time.perf_counter() - started
+            log.info("fit: %s; accuracy train %.4f test %.4f", fit_summary(measured.fit),
+                     measured.train_accuracy, measured.test_accuracy)
     return write_step(cfg, run_dir, identity, run, trained, measured, timings, name)
 
 

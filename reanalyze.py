@@ -172,7 +172,7 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
     if split == "test":
         subset = measured_test_subset(cfg, run.dataset)
         inputs, labels = run.dataset.test_x[subset], run.dataset.test_y[subset]
-    layers, fit = measure_split(cfg, run.model, inputs, labels, split)
+    layers, fit = measure_split(cfg, run.model, inputs, labels, split, progress=bool(cfg.progress))
     title = profile_title(f"{checkpoint_path.parent.name} [{tag}]", cfg, split)
     save_profile_figure([(split_label(split, int(labels.numel())), layers, fit)], title, [out_dir / "profile.png"],
                         ylabel=MEASURE_LABELS[str(cfg.measure)])
@@ -183,7 +183,7 @@ def reanalyze(source: Path, overrides: list[str]) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="a run directory or a checkpoint.pt")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides, and split=train|test")
     args = parser.parse_args()

@@ -14,6 +14,7 @@ import warnings
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from variance_analysis import (MEASURES, StreamingClassStatistics, class_statistics, fit_log_linear,
                                fuzziness_from_statistics, layer_ratios, pca_reduce)
@@ -150,9 +151,11 @@ def point_records(named_statistics, dims: list[int], measure: str = "within_vari
 
 
 def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
-                       measure: str = "within_variance", pca_dim: int | None = None) -> list[dict]:
+                       measure: str = "within_variance", pca_dim: int | None = None,
+                       progress: bool = False, description: str = "measure") -> list[dict]:
     """Records (see point_records) of in-memory features {name: [N, d]}. Features wider than pca_dim
-    are first reduced to pca_dim dimensions by PCA (`dim` stays the original width)."""
+    are first reduced to pca_dim dimensions by PCA (`dim` stays the original width). With `progress`, a
+    bar labelled `description` counts the points as they are measured."""
     def statistics(name, feature):
         if pca_dim is not None and feature.shape[1] > pca_dim:
             feature = not_finite_on_failure(name, pca_reduce, feature, pca_dim)
@@ -160,8 +163,12 @@ def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
                 return None
         return class_statistics(feature, labels)
 
-    named = ((name, statistics(name, feature)) for name, feature in features.items())
-    return point_records(named, [feature.shape[1] for feature in features.values()], measure)
+    points = tqdm(features.items(), total=len(features), desc=description, unit="point", disable=not progress,
+                  leave=False, mininterval=0.5, dynamic_ncols=True)
+    named = ((name, statistics(name, feature)) for name, feature in points)
+    records = point_records(named, [feature.shape[1] for feature in features.values()], measure)
+    points.close()
+    return records
 
 
 def profile_values(records: list[dict]) -> tuple[list[int], list[float]]:
@@ -282,19 +289,21 @@ def measure_profile(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
                     measure: str = "within_variance", bn_mode: str = "eval", bn_batch_size: int = 100,
                     eval_batch_size: int = 1000, pca_dim: int | None = None,
                     segments: list[tuple[int, int]] | None = None,
-                    split: str = "train") -> tuple[list[dict], dict | None]:
+                    split: str = "train", progress: bool = False) -> tuple[list[dict], dict | None]:
     """The command line's measurement of one split: features of the model's measured points in the
     BatchNorm mode, PCA to pca_dim, the per-point records and their fit (with `segments`). Logs a
-    warning when points are left out of the fit or no fit is possible."""
+    warning when points are left out of the fit or no fit is possible. `progress`: a bar over the points."""
     features = measured_features(model, inputs, bn_mode, bn_batch_size, eval_batch_size)
-    return profile_and_fit(features, labels, measure=measure, pca_dim=pca_dim, segments=segments, split=split)
+    return profile_and_fit(features, labels, measure=measure, pca_dim=pca_dim, segments=segments, split=split,
+                           progress=progress)
 
 
 def profile_and_fit(features: dict[str, torch.Tensor], labels: torch.Tensor, *, measure: str = "within_variance",
                     pca_dim: int | None = None, segments: list[tuple[int, int]] | None = None,
-                    split: str = "train") -> tuple[list[dict], dict | None]:
-    """separation_profile and profile_fit of measured features, with measure_profile's warnings."""
-    layers = separation_profile(features, labels, measure, pca_dim)
+                    split: str = "train", progress: bool = False) -> tuple[list[dict], dict | None]:
+    """separation_profile and profile_fit of measured features, with measure_profile's warnings (and,
+    with `progress`, a bar over the points)."""
+    layers = separation_profile(features, labels, measure, pca_dim, progress, f"measure {split}")
     fit = profile_fit(layers, segments)
     if fit is None:
         log.warning("%s split: fewer than two points have a finite, positive %s: no fit", split, measure)

@@ -34,6 +34,7 @@ import os
 import re
 import stat
 import sys
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ FIG1_DEPTHS = (2, 6, 18)
 CSV_COLUMNS = ("run", "data", "model", "variant", "depth", "width", "optimizer", "lr", "epochs", "seed",
                "pearson_r", "rho", "D_first", "D_last", "train_accuracy", "test_accuracy",
                "final_train_loss", "status", "wall_seconds", "path")
-MARKDOWN_COLUMNS = (("data", "s"), ("model", "s"), ("variant", "s"), ("depth", "d"), ("width", "d"),
+MARKDOWN_COLUMNS = (("run", "s"), ("data", "s"), ("model", "s"), ("variant", "s"), ("depth", "d"), ("width", "d"),
                     ("optimizer", "s"), ("lr", "g"), ("epochs", "d"), ("seed", "d"),
                     ("pearson_r", ".4f"), ("rho", ".4f"), ("D_first", ".4g"), ("D_last", ".4g"),
                     ("train_accuracy", ".4f"), ("test_accuracy", ".4f"),
@@ -764,12 +765,23 @@ def fig1_lr_table() -> dict[tuple[str, int], float]:
             for optimizer, by_depth in table.items() for depth, lr in by_depth.items()}
 
 
-def fig1_selection(runs: list[Run], data: str, model: str, width: int,
-                   paper_lr: bool = True) -> tuple[dict | None, list[str]]:
-    """((optimizer, depth) -> the runs of that fig1 panel, or None when no run fits any panel;
-    'name (why)' of each run of a panel's data/model/width/optimizer/depth left out for another
-    protocol). With `paper_lr` a panel keeps only runs at fig1's lr for it (conf/experiment/fig1.yaml);
-    without (--best-lr: one lr per configuration is already chosen by training) any lr."""
+@dataclass
+class LeftOut:
+    """A run of a fig1 panel's data, model, width, optimizer and depth that the panel leaves out."""
+    panel: tuple[str, int]
+    name: str                    # printable
+    reason: str                  # the first protocol key at which it differs, or its lr against fig1's
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+def fig1_sorting(runs: list[Run], data: str, model: str, width: int,
+                 paper_lr: bool = True) -> tuple[dict, list[LeftOut]]:
+    """((optimizer, depth) -> the runs of that fig1 panel, [the runs of a panel's data/model/width/
+    optimizer/depth left out for another protocol]). With `paper_lr` a panel keeps only runs at fig1's
+    lr for it (conf/experiment/fig1.yaml); without (--best-lr: one lr per configuration is already
+    chosen by training) any lr."""
     lrs = fig1_lr_table() if paper_lr else {}
     panels = {(o, d): [] for o in FIG1_OPTIMIZERS for d in FIG1_DEPTHS}
     left_out = []
@@ -783,35 +795,65 @@ def fig1_selection(runs: list[Run], data: str, model: str, width: int,
         if problem is None and panel in lrs and not _same(row["lr"], lrs[panel]):
             problem = f"lr={row['lr']:g}, fig1's is {lrs[panel]:g}"
         if problem is not None:
-            left_out.append(f"{printable(run.name)} ({problem})")
+            left_out.append(LeftOut(panel, printable(run.name), problem))
         else:
             panels[panel].append(run)
-    return (panels if any(panels.values()) else None), left_out
+    return panels, left_out
 
 
-def fig1_panels(runs: list[Run], data: str, model: str, width: int, paper_lr: bool = True) -> dict | None:
-    """(optimizer, depth) -> the runs of that fig1 panel (of the fig1 protocol only); None when no run
-    fits any panel."""
-    return fig1_selection(runs, data, model, width, paper_lr)[0]
+def fig1_selection(runs: list[Run], data: str, model: str, width: int,
+                   paper_lr: bool = True) -> tuple[dict | None, list[str]]:
+    """fig1_sorting's panels, or None when no run fits any panel, and its left-out runs as 'name (why)'."""
+    panels, left_out = fig1_sorting(runs, data, model, width, paper_lr)
+    return (panels if any(panels.values()) else None), [str(item) for item in left_out]
 
 
-def left_out_line(what: str, left_out: list[str]) -> str:
+def by_reason(left_out: list[LeftOut]) -> dict[str, list[str]]:
+    """reason -> the names of the left-out runs with that reason, in the order the reasons come."""
+    grouped = defaultdict(list)
+    for item in left_out:
+        grouped[item.reason].append(item.name)
+    return dict(grouped)
+
+
+def left_out_text(what: str, left_out: list[LeftOut], width: int = 100) -> str:
+    """A readable list of left-out runs: a heading line, then one item per reason (the run's name when one
+    run has it, else how many and their names), wrapped at `width` columns between names."""
     runs = "run" if len(left_out) == 1 else "runs"
-    return f"{what}: left out {len(left_out)} {runs} of other protocols: {', '.join(left_out)}"
+    lines = [f"{what}: left out {len(left_out)} {runs} of other protocols:"]
+    for reason, names in by_reason(left_out).items():
+        item = (f"  - {reason}: {names[0]}" if len(names) == 1
+                else f"  - {reason} ({len(names)} runs): {', '.join(names)}")
+        lines += textwrap.wrap(item, width, subsequent_indent="      ", break_long_words=False,
+                               break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def no_run_note(left_out: list[LeftOut], most: int = 3) -> str:
+    """The text of a panel without a run: 'no run' and, when runs of its shape were left out, why
+    (one line per reason, at most `most` reasons)."""
+    grouped = by_reason(left_out)
+    if not grouped:
+        return "no run"
+    lines = [f"{reason}: {len(names)} {'run' if len(names) == 1 else 'runs'}" for reason, names in grouped.items()]
+    if len(lines) > most:
+        lines = lines[:most - 1] + [f"and {len(lines) - most + 1} more reasons (listed on stdout)"]
+    return "no run of the fig1 protocol\nleft out:\n" + "\n".join(lines)
 
 
 def fig1_grid_png(runs: list[Run], data: str, model: str, width: int, paper_lr: bool = True) -> bytes | None:
     """Rows optimizers, columns depths, of the runs of the fig1 protocol (at the paper's lr per panel,
     or at any lr when not `paper_lr`); None when no run fits any panel. The runs of a panel's shape
-    left out for another protocol are named in one stdout line."""
+    left out for another protocol are listed on stdout (left_out_text), and a panel without a run says
+    why its runs were left out (no_run_note)."""
     from matplotlib.ticker import MaxNLocator
-    from plotting import set_suptitle, set_title
+    from plotting import axes_width, set_suptitle, set_title, wrap_text
 
-    panels, left_out = fig1_selection(runs, data, model, width, paper_lr)
-    if panels is None:
+    panels, left_out = fig1_sorting(runs, data, model, width, paper_lr)
+    if not any(panels.values()):
         return None
     if left_out:
-        print(left_out_line("fig1 grid", left_out))
+        print(left_out_text("fig1 grid", left_out))
     plt = _pyplot()
     figure, grid = plt.subplots(len(FIG1_OPTIMIZERS), len(FIG1_DEPTHS), figsize=(12, 10), squeeze=False)
     colors = plt.get_cmap("tab10")
@@ -820,7 +862,9 @@ def fig1_grid_png(runs: list[Run], data: str, model: str, width: int, paper_lr: 
             axes, panel_runs = grid[row][column], panels[(optimizer, depth)]
             title = f"{optimizer}, depth {depth}"
             if not panel_runs:
-                axes.text(0.5, 0.5, "no run", ha="center", va="center", transform=axes.transAxes)
+                note = no_run_note([item for item in left_out if item.panel == (optimizer, depth)])
+                axes.text(0.5, 0.5, wrap_text(note, 0.9 * axes_width(axes), 8), ha="center", va="center",
+                          fontsize=8, transform=axes.transAxes)
                 axes.set_xticks([])
                 axes.set_yticks([])
             else:
@@ -967,9 +1011,12 @@ def summarize(paths: list[Path], out: Path, best_lr: bool = False, fig1_data: st
     suffix = "_best_lr" if best_lr else ""
     output_folder(out)
     plan = {f"runs{suffix}.csv": csv_text(runs), f"runs{suffix}.md": markdown_text(runs)}
-    if fig1_panels(runs, fig1_data, fig1_model, fig1_width, not best_lr) is not None:
+    fig1_runs, fig1_left_out = fig1_sorting(runs, fig1_data, fig1_model, fig1_width, not best_lr)
+    if any(fig1_runs.values()):
         plan[f"fig1_grid{suffix}.png"] = lambda: fig1_grid_png(runs, fig1_data, fig1_model, fig1_width,
                                                                not best_lr)
+    elif fig1_left_out:
+        print(left_out_text("fig1 grid not drawn (no run of the fig1 protocol)", fig1_left_out))
     for data, panels in depth_families(runs):
         if (name := depth_figure_name(data, suffix)) is not None:
             plan[name] = lambda data=data, panels=panels: depth_figure_png(data, panels)
@@ -987,16 +1034,21 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, results.json files or folders")
     parser.add_argument("--out", type=Path, default=Path("summaries"), help="output folder (summaries/)")
     parser.add_argument("--best-lr", action="store_true",
                         help="per configuration keep the run with the lowest final train loss")
-    parser.add_argument("--fig1-data", default="cfm")
-    parser.add_argument("--fig1-model", default="GFNN")
-    parser.add_argument("--fig1-width", type=int, default=100)
+    parser.add_argument("--fig1-data", default="cfm", metavar="DATA",
+                        help="the data set (data.name) of the runs fig1_grid.png draws (default: cfm)")
+    parser.add_argument("--fig1-model", default="GFNN", metavar="MODEL",
+                        help="the model (model.name) of the runs fig1_grid.png draws (default: GFNN)")
+    parser.add_argument("--fig1-width", type=int, default=100, metavar="WIDTH",
+                        help="the width (hidden_size) of the runs fig1_grid.png draws (default: 100)")
     args = parser.parse_args(argv)
+    for path in args.paths:
+        if not os.path.lexists(path):
+            parser.exit(2, f"error: {printable(path)}: no such file or folder (see --help)\n")
     try:
         runs, written = summarize(args.paths, args.out, args.best_lr, args.fig1_data, args.fig1_model,
                                   args.fig1_width)

@@ -156,7 +156,8 @@ def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
 
     schedule_cfg (milestone_fractions, gamma) sets the step schedule; None keeps the lr constant.
     Stops at the first epoch whose mean loss is NaN or infinite (TrainResult.diverged).
-    on_epoch_end(epoch, mean_loss) is called after each epoch (epoch counted from 1).
+    on_epoch_end(epoch, mean_loss, lr) is called after each epoch (epoch counted from 1; lr: the
+    epoch's learning rate, read from the optimizer).
     """
     device = inputs.device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -193,7 +194,7 @@ def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
             result.diverged, result.diverged_epoch = True, epoch + 1
             break
         if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, epoch_loss)
+            on_epoch_end(epoch + 1, epoch_loss, optimizer.param_groups[0]["lr"])
         if progress and epoch % 10 == 0:
             bar.set_postfix(loss=f"{epoch_loss:.4f}", refresh=False)
     bar.close()
@@ -215,7 +216,7 @@ def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tenso
     constant lr (the rest keep their initial parameters); stage 2 freezes those and trains the
     remaining modules for `epochs` epochs with the usual schedule. Each stage has a fresh optimizer
     over its trainable parameters only, so frozen parameters are bit-identical across the stage.
-    on_stage_end(stage_number) is called after each stage; on_epoch_end(epoch, mean_loss) after each
+    on_stage_end(stage_number) is called after each stage; on_epoch_end(epoch, mean_loss, lr) after each
     epoch, counting the epochs of both stages.
     """
     stages = list(model.stages)
@@ -229,10 +230,11 @@ def train_frozen(model: MeasuredModel, inputs: torch.Tensor, labels: torch.Tenso
         parameters = [p for module in trainable for p in module.parameters()]
         optimizer = build_optimizer(cfg.optimization, parameters, float(cfg.lr), float(cfg.weight_decay))
         offset = combined.epochs_completed
+        stage_epoch_end = on_epoch_end and (lambda epoch, loss, lr: on_epoch_end(offset + epoch, loss, lr))
         outcome = train(model, inputs, labels, optimizer, epochs=epochs, batch_size=int(cfg.batch_size),
                         base_lr=float(cfg.lr), schedule_cfg=schedule, seed=int(cfg.seed) + number - 1,
                         progress=progress, description=f"{description} stage {number}",
-                        on_epoch_end=on_epoch_end and (lambda epoch, loss: on_epoch_end(offset + epoch, loss)))
+                        on_epoch_end=stage_epoch_end)
         if outcome.diverged:
             combined.diverged = True
             combined.diverged_epoch = combined.epochs_completed + outcome.diverged_epoch

@@ -102,6 +102,12 @@ class TrainingCurves:
             self.writer.flush()
             self.writer.close()
 
+    def accuracies_at(self, epoch: int) -> tuple[float, float] | None:
+        """(train, test) accuracy when the last measurement was at `epoch`, else None."""
+        if self.history["accuracy_epoch"][-1:] != [epoch]:
+            return None
+        return self.history["train_accuracy"][-1], self.history["test_accuracy"][-1]
+
     @property
     def record(self) -> dict:
         """results.json's "history": epoch and train_loss (one entry per epoch), accuracy_epoch and

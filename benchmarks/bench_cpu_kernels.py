@@ -36,10 +36,11 @@ def run(overrides: list[str], environment: dict, scratch: Path) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=600)
-    parser.add_argument("--command", nargs="*", default=["data=cfm", "model=GFNN", "layer_num=6"])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="processes per mode, alternating (default 3)")
+    parser.add_argument("--epochs", type=int, default=600, help="epochs of each run (default 600)")
+    parser.add_argument("--command", nargs="*", default=["data=cfm", "model=GFNN", "layer_num=6"],
+                        metavar="KEY=VALUE", help="the run's overrides (default: data=cfm model=GFNN layer_num=6)")
     args = parser.parse_args()
     overrides = [*args.command, f"epochs={args.epochs}"]
     walls, trains, losses, kernels = ({mode: [] for mode in MODES} for _ in range(4))

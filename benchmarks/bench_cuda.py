@@ -47,7 +47,7 @@ def max_relative_difference(first: dict, second: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-cpu-vgg", action="store_true", help="leave out the VGG13 epoch on the CPU")
     parser.add_argument("--only", choices=("main", "vgg13"), help="run one of the two commands only")
     args = parser.parse_args()

@@ -45,12 +45,13 @@ def median_seconds(function, repeats: int) -> tuple[float, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--d", type=int, default=8192)
-    parser.add_argument("--dim", type=int, default=100)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs per method after the warm-up (default 5)")
+    parser.add_argument("--n", type=int, default=1000, help="samples, 10 classes of n/10 each (default 1000)")
+    parser.add_argument("--d", type=int, default=8192, help="feature width before the PCA (default 8192)")
+    parser.add_argument("--dim", type=int, default=100, help="dimensions the PCA keeps (default 100)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

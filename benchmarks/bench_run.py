@@ -46,9 +46,9 @@ def summary(label: str, seconds: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-run", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each measurement (default 3)")
+    parser.add_argument("--skip-run", action="store_true", help="time the cache build only, not the runs")
     args = parser.parse_args()
     register_resolvers()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default, "

@@ -90,8 +90,9 @@ def group_costs(group: str, batches: int, min_seconds: float) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "reproduction" / "epoch_costs.csv")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "reproduction" / "epoch_costs.csv",
+                        help="the CSV table written (default: docs/reproduction/epoch_costs.csv)")
     parser.add_argument("--only", nargs="*", metavar="GROUP",
                         help="measure only these groups and replace their rows in an existing --out table")
     parser.add_argument("--batches", type=int, default=2, help="batches per timed round (default 2)")

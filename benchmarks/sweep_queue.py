@@ -32,9 +32,10 @@ def queue_wall_time(seconds: list[float], workers: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--runs", type=Path, default=REPO_ROOT / "docs" / "reproduction" / "runs.csv")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2, help="jobs run at once, as xargs -P (default 2)")
+    parser.add_argument("--runs", type=Path, default=REPO_ROOT / "docs" / "reproduction" / "runs.csv",
+                        help="the measured run times (default: docs/reproduction/runs.csv)")
     args = parser.parse_args()
     with open(args.runs) as handle:
         measured = {row["run"]: float(row["wall_seconds"]) for row in csv.DictReader(handle) if row["wall_seconds"]}

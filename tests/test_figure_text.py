@@ -192,8 +192,8 @@ def test_fig1_grid_holds_the_fig1_protocol_only_and_fits_its_text(checked_figure
     png = summarize_runs.fig1_grid_png(runs, "cfm", "GFNN", 100)
     assert png[:4] == b"\x89PNG" and len(drawn) == 9
     assert capsys.readouterr().out.splitlines() == [
-        "fig1 grid: left out 3 runs of other protocols: frozen-adam-L18 (training=frozen), "
-        "short-adam-L18 (epochs=1), eval-adam-L2 (analysis.bn_mode=eval)"]
+        "fig1 grid: left out 3 runs of other protocols:", "  - training=frozen: frozen-adam-L18",
+        "  - epochs=1: short-adam-L18", "  - analysis.bn_mode=eval: eval-adam-L2"]
     assert checked_figures and all(problems == [] for problems in checked_figures), checked_figures
 
 

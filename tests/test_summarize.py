@@ -88,12 +88,13 @@ def test_tables_hold_every_run_with_its_values(logs, tmp_path):
     assert all(diverged[key] == "" for key in ("pearson_r", "rho", "D_first", "D_last", "train_accuracy",
                                                "test_accuracy"))
     markdown = (out / "runs.md").read_text()
-    lines = [line for line in markdown.splitlines() if line.startswith("| cfm ") or line.startswith("| cc ")]
+    assert markdown.startswith("| run | data | model |")
+    lines = [line for line in markdown.splitlines() if " | cfm | " in line or " | cc | " in line]
     assert len(lines) == 8
     diverged_lines = [line for line in lines if "| diverged |" in line]
     assert len(diverged_lines) == 3
-    assert "| cfm | GFNN |  | 2 | 100 | sgd | 0.3 | 600 | 666 | -1.0000 | 0.5000 | 30 | 3.75 | 1.0000 | " \
-           "0.8000 | 0.01 | completed | 12.5 |" in lines
+    assert "| fig1-sgd-L2 | cfm | GFNN |  | 2 | 100 | sgd | 0.3 | 600 | 666 | -1.0000 | 0.5000 | 30 | 3.75 | " \
+           "1.0000 | 0.8000 | 0.01 | completed | 12.5 |" in lines
     assert "8 runs: 5 completed, 3 diverged." in markdown
 
 
@@ -141,8 +142,9 @@ def test_fig1_grid_keeps_the_papers_lr_per_panel_and_names_the_rest(logs, capsys
                                 "adam-L6-lr3e-3 (lr=0.003, fig1's is 0.001)",
                                 "adam-L6-lr3e-4 (lr=0.0003, fig1's is 0.001)"]
     assert summarize_runs.fig1_grid_png(runs, "cfm", "GFNN", 100)[:4] == b"\x89PNG"
-    assert capsys.readouterr().out == ("fig1 grid: left out 3 runs of other protocols: "
-                                       + ", ".join(left_out) + "\n")
+    assert capsys.readouterr().out.splitlines() == [      # one line per reason
+        "fig1 grid: left out 3 runs of other protocols:", "  - lr=0.001, fig1's is 0.003: adam-L2-lr1e-3",
+        "  - lr=0.003, fig1's is 0.001: adam-L6-lr3e-3", "  - lr=0.0003, fig1's is 0.001: adam-L6-lr3e-4"]
     # the table is conf/experiment/fig1.yaml's, read, not copied
     assert summarize_runs.fig1_lr_table() == {
         ("sgd", 2): 0.3, ("sgd", 6): 0.03, ("sgd", 18): 0.01, ("momentum", 2): 0.3,

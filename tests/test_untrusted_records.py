@@ -322,7 +322,7 @@ def test_values_from_files_are_escaped_in_runs_md_and_runs_csv(tmp_path, capsys)
     assert row["model"] == "'" + model and row["variant"] == "'@SUM(A1)"
     assert (row["lr"], row["final_train_loss"], row["pearson_r"]) == ("-0.001", "-0.5", "-1.0")  # numbers stay
     lines = (out / "runs.md").read_text().splitlines()
-    header, body = lines[0], [line for line in lines if line.startswith("| cfm ")]
+    header, body = lines[0], [line for line in lines if line.startswith("| crafted | cfm ")]
     (line,) = body                                # the newline and pipes in the name made no row
     assert len(re.split(r"(?<!\\)\|", line)) == len(re.split(r"(?<!\\)\|", header))
     assert ('| =HYPERLINK("http://x")\\|&lt;img src=x&gt;\\`x\\`\\[a\\](javascript:b) \\| forged \\| row \\| '
