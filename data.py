@@ -16,6 +16,7 @@ tensors and labels it made, then their checksum.
 """
 from __future__ import annotations
 
+import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
 
 import contextlib
@@ -1203,8 +1204,10 @@ if __name__ == "__main__":
     from omegaconf import DictConfig
 
     from config_utils import CONF_DIR, register_resolvers
+    from override_check import refuse_override_typos
 
     register_resolvers()
+    refuse_override_typos(sys.argv[1:], "data_only", Path(__file__).name)   # one line, not Hydra's advice to add +
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="data_only")
     def main(cfg: DictConfig) -> None:

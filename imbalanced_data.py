@@ -3,19 +3,23 @@ majority classes with many images, the rest with few; the paper's imbalanced cfm
 classes 0-4 and 100 in classes 5-9).
 
     python imbalanced_data.py                      # build the imbalanced cfm cache (data=imbalanced_cfm)
-    python imbalanced_data.py data=cfm data.imbalance.majority_size=300
+    python imbalanced_data.py data.imbalance.majority_size=300      # another size of the majority classes
+    python imbalanced_data.py data=cfm default_imbalance.minority_size=50   # cfm with the default's rule changed
 """
 from __future__ import annotations
 
 
+import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from config_utils import CONF_DIR, ConfigError, register_resolvers
+from override_check import refuse_override_typos
 from data import DatasetUnavailableError, checked_load, class_counts_of
 
 
@@ -37,4 +41,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     register_resolvers()
+    refuse_override_typos(sys.argv[1:], "imbalanced_data", Path(__file__).name)   # not Hydra's advice to add +
     main()

@@ -11,6 +11,7 @@ are accepted; errors are one line (exit status 2); the last stdout line is `resu
 """
 from __future__ import annotations
 
+import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
 
 import argparse

@@ -9,6 +9,7 @@ process is running the same run. The last stdout line of a run is `results: <pat
 """
 from __future__ import annotations
 
+import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
 
 import os
@@ -24,6 +25,7 @@ from config_utils import (CONF_DIR, REPO_ROOT, VALIDATION_CALLBACK, ConfigError,
                           register_resolvers, removes_validation)
 from data import DatasetUnavailableError
 from experiment import RunInProgressError, allocation_failure, discard_unused_run_dir, run_experiment
+from override_check import refuse_override_typos
 
 EXIT_RUNNING_ELSEWHERE = os.EX_TEMPFAIL  # 75: this process did not produce the run; another one is
 
@@ -65,10 +67,11 @@ if __name__ == "__main__":
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     from representation_dynamics_terminal import main as importable_main
 
-    sys.argv[1:] = expand_root_aliases(sys.argv[1:])   # the original's `block_option=...` at the root
     if (override := removes_validation(sys.argv[1:])) is not None:
         print(f"error: {override}: {VALIDATION_CALLBACK} checks every value before a directory is made; "
               "allowed: adding callbacks, not removing or replacing it", file=sys.stderr)
         raise SystemExit(2)
+    refuse_override_typos(sys.argv[1:], "config", Path(__file__).name)   # one line, not Hydra's advice to add +
+    sys.argv[1:] = expand_root_aliases(sys.argv[1:])   # the original's `block_option=...` at the root
 
     importable_main()

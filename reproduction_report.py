@@ -25,6 +25,7 @@ through summarize_runs.markdown_escape / markdown_code and into the CSV through 
 """
 from __future__ import annotations
 
+import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import csv
 import hashlib
 import io

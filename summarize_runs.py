@@ -25,6 +25,7 @@ format both tools use).
 """
 from __future__ import annotations
 
+import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import argparse
 import csv
 import io

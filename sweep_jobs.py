@@ -11,6 +11,7 @@ the same runs (same configs, same run directories) as `representation_dynamics_t
 """
 from __future__ import annotations
 
+import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import argparse
 import csv
 import dataclasses
@@ -23,6 +24,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from config_utils import CONF_DIR, expand_root_aliases, register_resolvers, run_name
+from override_check import refuse_override_typos
 
 ENTRY = "representation_dynamics_terminal.py"
 EXPERIMENT_DIR = CONF_DIR / "experiment"
@@ -217,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     extras = [name for name in args.names if "=" in name]
     if not names:
         parser.error("name at least one group or preset (see --groups)")
+    if extras:   # a typo: the entry's one line, for the jobs of every preset named
+        presets = dict.fromkeys(preset for _, presets in expand_groups(names) for preset in presets)
+        refuse_override_typos(["-m", f"+experiment={','.join(presets)}", *extras], "config", ENTRY)
     groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first or bool(args.skip_recorded))
     if args.skip_recorded:
         recorded = recorded_runs(args.skip_recorded)

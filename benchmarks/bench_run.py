@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+import dependencies  # noqa: E402,F401  (one line, not a traceback, in a Python without the project's packages)
 import cpu_kernels  # noqa: E402,F401  (before torch: the entry scripts' CPU kernels)
 
 import torch  # noqa: E402

@@ -17,6 +17,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+import dependencies  # noqa: E402,F401  (one line, not a traceback, in a Python without the project's packages)
 
 from sweep_jobs import sweep_jobs  # noqa: E402
 

@@ -1,0 +1,296 @@
+"""Command line overrides checked against the configs before Hydra sees them: a typo gets one `error:`
+line with the close match (exit status 2), before any run starts or any directory is made.
+
+    python representation_dynamics_terminal.py layer_nums=6
+    error: layer_nums=6: unknown key (did you mean layer_num?); allowed: the keys that python ... --cfg job shows
+    python representation_dynamics_terminal.py model=gfnn
+    error: model=gfnn: no model config of that name (did you mean GFNN?); allowed: AlexNet, FNNMIX, ...
+
+Hydra's own messages advise `+KEY=VALUE` for a key the config does not have, which then runs with a
+junk key (a new run name, nothing reads it) or fails in a model's constructor. Refused here instead:
+  - a group value that is no config of the group (model=gfnn), with the case-insensitive or closest name;
+  - a group override that cannot apply as written (experiment=fig1 needs its +, +model=GFNN must not have one);
+  - a key no config of this command has, with or without + or ++ (layer_nums=6, +layer_nums=6), with the
+    closest key, or the group options that do have it (block_num=4 with model=GFNN: a key of GResNet ...);
+  - +KEY=VALUE for a key the config already has (Hydra refuses it too; here in one line).
+Adding a group that is not in the defaults (+experiment=fig1) is how presets are chosen and stays allowed.
+Keys under hydra. and overrides of another config (--config-name, --config-dir ...) are left to Hydra.
+
+representation_dynamics_terminal.py, data.py and imbalanced_data.py call refuse_override_typos before
+Hydra's main; sweep_jobs.py (and so run_experiments.sh) for the overrides it puts into every job.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import itertools
+import sys
+
+from omegaconf import OmegaConf
+
+from config_utils import CONF_DIR, expand_root_aliases, register_resolvers
+
+# Hydra's command line flags that ask for something other than a run of this config: nothing to check.
+NOT_A_RUN_FLAGS = ("help", "hydra_help", "version", "shell_completion", "info")
+# Flags that compose another config than the one the entry script names: left to Hydra.
+OTHER_CONFIG_FLAGS = ("config_name", "config_path", "config_dir", "experimental_rerun")
+MAX_GROUP_COMBINATIONS = 64   # configs composed to check the keys of a multirun's group sweeps
+
+
+def refuse_override_typos(arguments: list[str], config_name: str, program: str) -> None:
+    """Print one `error:` line and exit with status 2 when override_problem finds a typo in the command
+    line `arguments` (Hydra's flags and overrides, as typed after the script's name) of `program`."""
+    parsed = _hydra_arguments(arguments)
+    if parsed is None or any(getattr(parsed, flag, None) for flag in NOT_A_RUN_FLAGS + OTHER_CONFIG_FLAGS):
+        return
+    problem = override_problem(list(parsed.overrides), config_name, bool(parsed.multirun), program)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
+def _hydra_arguments(arguments: list[str]):
+    """Hydra's own parse of a command line (its flags and the overrides), or None where Hydra's parser
+    refuses it (Hydra then says why)."""
+    from hydra._internal.utils import get_args_parser
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return get_args_parser().parse_args(arguments)
+        except SystemExit:
+            return None
+
+
+def override_problem(overrides: list[str], config_name: str = "config", multirun: bool = False,
+                     program: str = "representation_dynamics_terminal.py") -> str | None:
+    """What is wrong with the first override of `overrides` (as typed: root aliases such as block_num=4
+    are expanded here) that names a group value or a key no config of `config_name` has, or None.
+    Overrides Hydra cannot parse are left to Hydra."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_resolvers()
+    with _fresh_hydra(), initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        checker = _Checker(GlobalHydra.instance().config_loader(), config_name, multirun, program)
+        return checker.problem(list(overrides))
+
+
+@contextlib.contextmanager
+def _fresh_hydra():
+    """Hydra's global state as it was (a caller inside an initialized Hydra keeps it)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
+        if saved is not None:
+            GlobalHydra.instance().initialize(saved)
+
+
+class _Checker:
+    def __init__(self, loader, config_name: str, multirun: bool, program: str):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        self.loader, self.config_name, self.multirun, self.program = loader, config_name, multirun, program
+        self.parser = OverridesParser.create(loader)
+        self.composed: dict[tuple[str, ...], dict | None] = {}
+
+    # --------------------------------------------------------------------------------------- parsing
+    def problem(self, typed: list[str]) -> str | None:
+        from hydra.errors import HydraException
+
+        parsed = []   # (as typed, Override)
+        for text, expanded in zip(typed, expand_root_aliases(typed)):
+            try:
+                override, = self.parser.parse_overrides([expanded])
+            except HydraException:
+                return None
+            if override.package is None:
+                parsed.append((text, override))
+        groups = [(text, o) for text, o in parsed if self._is_group(o.key_or_group)]
+        keys = [(text, o) for text, o in parsed if not self._is_group(o.key_or_group)
+                and not _is_hydra_key(o.key_or_group)]
+        for text, override in groups:
+            if (problem := self._group_problem(text, override)) is not None:
+                return problem
+        if not keys:
+            return None
+        combinations = self._group_combinations([o for _, o in groups if _values(o)])
+        if self._compose(combinations[0]) is None:   # a group choice that does not compose: Hydra says why
+            return None
+        for text, override in keys:
+            if (problem := self._key_problem(text, override, combinations)) is not None:
+                return problem
+        return None
+
+    def _is_group(self, key: str) -> bool:
+        return self.loader.repository.group_exists(key)
+
+    # ---------------------------------------------------------------------------------------- groups
+    def _group_problem(self, text: str, override) -> str | None:
+        from hydra.core.override_parser.types import OverrideType
+
+        group = override.key_or_group
+        options = self.loader.get_group_options(group)
+        if not (values := _values(override)):   # glob(...) or another sweep Hydra expands itself
+            return None
+        for value in values:
+            if value is None or value in options:
+                continue
+            return (f"{_as_typed(text, override, value)}: no {group} config of that name"
+                    f"{_did_you_mean(value, options)}; allowed: {', '.join(options)}")
+        in_defaults = group in self._defaults_groups()
+        value = values[0]
+        if override.type == OverrideType.CHANGE and not in_defaults and override.value_type is not None:
+            return f"{text}: {group} is not in the defaults list (a preset is added with +); allowed: +{group}={value}"
+        if override.type == OverrideType.ADD and in_defaults:
+            return f"{text}: {group} is in the defaults list already (+ adds a group); allowed: {group}={value}"
+        return None
+
+    def _defaults_groups(self) -> set[str]:
+        base = self._compose(())
+        return set((base or {}).get("hydra", {}).get("runtime", {}).get("choices", {}))
+
+    # ------------------------------------------------------------------------------------------ keys
+    def _group_combinations(self, group_overrides) -> list[tuple[str, ...]]:
+        """The group overrides of each combination of the command line's group values (a multirun's
+        sweeps: each value), at most MAX_GROUP_COMBINATIONS."""
+        choices = []
+        for override in group_overrides:
+            prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(override.type.name, "")
+            group = override.key_or_group
+            choices.append([f"{prefix}{group}={value}" if value is not None else f"{prefix}{group}"
+                            for value in _values(override)])
+        return list(itertools.islice(itertools.product(*choices), MAX_GROUP_COMBINATIONS))
+
+    def _bases(self, combinations: list[tuple[str, ...]]):
+        """(group overrides, composed config without the key overrides) of every job a run or multirun
+        composes: each combination, and in a multirun each value of the group sweeps of its sweeper params
+        (a preset's: optimization: sgd,momentum,adam) that the command line does not set."""
+        for combination in combinations:
+            config = self._compose(combination)
+            if config is None:
+                continue
+            params = (config["hydra"].get("sweeper") or {}).get("params") or {} if self.multirun else {}
+            set_here = {override.lstrip("+~").partition("=")[0] for override in combination}
+            swept = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()
+                     if key not in set_here and self._is_group(key)]
+            for sweep in itertools.islice(itertools.product(*swept), MAX_GROUP_COMBINATIONS):
+                job = (*combination, *sweep)
+                if (composed := self._compose(job)) is not None:
+                    yield job, composed
+
+    def _compose(self, overrides: tuple[str, ...]) -> dict | None:
+        """The config composed with `overrides`, unresolved, as plain containers; None if it fails."""
+        if overrides not in self.composed:
+            from hydra import compose
+
+            try:
+                config = compose(self.config_name, overrides=list(overrides), return_hydra_config=True)
+                self.composed[overrides] = OmegaConf.to_container(config, resolve=False)
+            except Exception:  # noqa: BLE001  (any composition failure: Hydra reports it itself)
+                self.composed[overrides] = None
+        return self.composed[overrides]
+
+    def _key_problem(self, text: str, override, combinations: list[tuple[str, ...]]) -> str | None:
+        from hydra.core.override_parser.types import OverrideType
+
+        key = override.key_or_group
+        first = (combinations[0], self._compose(combinations[0]))
+        # A key under no group (epochs, analysis.pca_dim) that the config has without presets is in every job.
+        top = key.split(".")[0]
+        everywhere = _has_key(self._compose(()) or {}, top) and not self._is_group(top)
+        bases = [first] if everywhere and _has_key(first[1], key) else self._bases(combinations)
+        lacking = next(((c, config) for c, config in bases if not _has_key(config, key)), None)
+        if lacking is None:
+            if override.type == OverrideType.ADD:
+                return f"{text}: {key} is a key of the config already (+ adds a key); allowed: {text[1:]}"
+            return None
+        combination, config = lacking
+        if (other := self._options_with_key(key, combination, config)) is not None:
+            group, chosen, having = other
+            whose = f" ({'their' if len(having) > 1 else 'its'} key {key})" if key not in text else ""
+            return (f"{text}: not a key of {group}={chosen}; allowed: with "
+                    f"{' or '.join(f'{group}={name}' for name in having)}{whose}")
+        added = ", which nothing would read" if override.type != OverrideType.CHANGE else ""
+        return (f"{text}: unknown key{added}{_did_you_mean(key, _key_paths(config))}; allowed: the keys "
+                f"that python {self.program} --cfg job shows")
+
+    def _options_with_key(self, key: str, combination: tuple[str, ...], config: dict):
+        """(group, its chosen option, the other options whose config has `key`) for the group the key
+        lies in (model for model.params.block_num), or None when no other option has it."""
+        parts = key.split(".")
+        choices = config["hydra"]["runtime"]["choices"]
+        for length in range(len(parts) - 1, 0, -1):
+            group = "/".join(parts[:length])
+            if group not in choices or not self._is_group(group):
+                continue
+            others = [c for c in combination if not c.lstrip("+~").startswith(f"{group}=")]
+            having = [option for option in self.loader.get_group_options(group) if option != choices[group]
+                      and _has_key(self._compose((*others, f"{group}={option}")) or {}, key)]
+            if having:
+                return group, choices[group], having
+        return None
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _is_hydra_key(key: str) -> bool:
+    return key == "hydra" or key.startswith(("hydra.", "hydra/"))
+
+
+def _values(override) -> list:
+    """The values an override sets: one, or each of a discrete sweep's (as strings); [] for others."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator()) if override.is_discrete_sweep() else []
+    if override.value_type is None:   # ~group
+        return [None]
+    return [override.get_value_element_as_str()]
+
+
+def _as_typed(text: str, override, value: str) -> str:
+    """The override as typed, or for one value of a sweep KEY=VALUE with the sweep's prefix."""
+    if not override.is_sweep_override():
+        return text
+    return f"{text[:len(text) - len(text.lstrip('+~'))]}{override.key_or_group}={value}"
+
+
+def _did_you_mean(typed: str, candidates: list[str]) -> str:
+    """' (did you mean X?)' with the candidate equal to `typed` but for case, else the closest by
+    difflib, else with the same last part (pca_dim: analysis.pca_dim); '' when none is close."""
+    lowered = {candidate.lower(): candidate for candidate in candidates}
+    matches = [lowered[typed.lower()]] if typed.lower() in lowered else [
+        lowered[m] for m in difflib.get_close_matches(typed.lower(), list(lowered), n=1, cutoff=0.75)]
+    if not matches:
+        last = typed.lower().rsplit(".", 1)[-1]
+        matches = [c for c in candidates if c.lower().rsplit(".", 1)[-1] == last][:3]
+    return f" (did you mean {' or '.join(matches)}?)" if matches else ""
+
+
+def _has_key(config, key: str) -> bool:
+    """Whether the plain config (dicts and lists) has the dotted key."""
+    node = config
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _key_paths(config: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of a plain config (nested keys too), without Hydra's own."""
+    paths = []
+    for key, value in config.items():
+        if not prefix and key == "hydra":
+            continue
+        path = f"{prefix}{key}"
+        paths.append(path)
+        if isinstance(value, dict):
+            paths += _key_paths(value, path + ".")
+    return paths
