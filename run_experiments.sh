@@ -372,20 +372,59 @@ queue_name() {
 }
 
 if [ "$dry_run" = 1 ]; then
+    # plan_time WORKERS [QUEUE COUNT]: the estimated wall time of the plan's jobs, from the line
+    # `# job estimate: SECONDS s ...` that sweep_jobs.py puts before each job (one CPU thread, start-up
+    # included): WORKERS at a time, each worker taking the next job in plan order when it is free (as
+    # xargs -P does), or, given QUEUE and COUNT, the jobs of queue QUEUE of COUNT (dealt round-robin, as
+    # jobs_of_queue deals them) one after another. Prints e.g. "about 3.5 h"; nothing when a job has none.
+    plan_time() {
+        workers=$1 queue_index=${2:-0} queue_count=${3:-1} awk '
+            function shown(seconds) {
+                if (seconds < 90) return sprintf("%.0f s", seconds)
+                if (seconds < 5400) return sprintf("%.0f min", seconds / 60)
+                return sprintf("%.1f h", seconds / 3600)
+            }
+            BEGIN { workers = ENVIRON["workers"] + 0; for (w = 1; w <= workers; w++) free[w] = 0; cost = "" }
+            /^# job estimate: [0-9]/ { cost = $4 + 0; next }
+            /^#/ { next }
+            {
+                if (job++ % ENVIRON["queue_count"] == ENVIRON["queue_index"] + 0) {
+                    if (cost == "") unknown = 1
+                    else {
+                        first = 1
+                        for (w = 2; w <= workers; w++) if (free[w] < free[first]) first = w
+                        free[first] += cost
+                    }
+                }
+                cost = ""
+            }
+            END {
+                if (unknown || job == 0) exit
+                wall = 0
+                for (w = 1; w <= workers; w++) if (free[w] > wall) wall = free[w]
+                print "about " shown(wall)
+            }' < "$plan"
+    }
     (  # a subshell: a reader that stops early (| head) ends it quietly (SIGPIPE); the EXIT trap cleans up
         cat < "$plan"
         if [ -n "$missing_gpus" ]; then printf '%s\n' "# note: a real run refuses this plan: $gpu_problem"; fi
         if [ "$gpu_count" -gt 0 ]; then
             printf '%s\n' "# plan: $gpu_count GPU queues (GPUS=\"$gpus_shown\"), each running its jobs one after another in the background (nohup)"
+            if [ -n "$(plan_time 1)" ]; then
+                printf '%s\n' "# GPU times: no GPU run's time is committed, so a queue's time is the sum of its jobs' one-thread CPU estimates: CNNs and ResNets take far less on a GPU, the small MLPs as long or longer (README, GPUs and clusters)"
+            fi
             queue=0
             for gpu in $gpus; do
                 queue_name "$gpu" "$queue"
-                printf '%s\n' "# queue gpu$gpu: $(jobs_of_queue "$queue" "$gpu_count" | grep -c . || true) jobs, follow: tail -f $log_dir/queue-<time>-$queue_stem.log"
+                took=$(plan_time 1 "$queue" "$gpu_count")
+                printf '%s\n' "# queue gpu$gpu: $(jobs_of_queue "$queue" "$gpu_count" | grep -c . || true) jobs${took:+, $took at the CPU estimates}, follow: tail -f $log_dir/queue-<time>-$queue_stem.log"
                 jobs_of_queue "$queue" "$gpu_count" "CUDA_VISIBLE_DEVICES=$gpu "
                 queue=$((queue + 1))
             done
         else
-            echo "# plan: $job_count jobs on the CPU, ${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)} at a time, threads=1 each"
+            workers=${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
+            took=$(plan_time "$workers")
+            echo "# plan: $job_count jobs on the CPU, $workers at a time, threads=1 each${took:+; $took of wall time (the estimates above)}"
             printf '%s\n' "# follow: tail -f $log_dir/<job name>.log"
         fi
     )

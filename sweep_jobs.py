@@ -1,27 +1,49 @@
 """Expand experiment presets (conf/experiment/*.yaml) into one command line per run of their sweeps,
 the same runs (same configs, same run directories) as `representation_dynamics_terminal.py -m
-+experiment=PRESET`; run_experiments.sh runs what this prints.
++experiment=PRESET`, and estimate each run's time from the committed measurements; run_experiments.sh
+runs what this prints.
 
     python sweep_jobs.py fig1                    # one command line per run of the fig1 preset (9)
     python sweep_jobs.py residual epochs=1       # a group; KEY=VALUE overrides go into every run
     python sweep_jobs.py all --list              # per group a '# group GROUP: N jobs' line, its commands
     python sweep_jobs.py all --longest-first     # every job, the longest (estimated) first
+    python sweep_jobs.py all --list --longest-first   # with each group's and each job's estimate, the total
     python sweep_jobs.py fig1 seed=666,1,2 --skip-recorded docs/reproduction   # only runs not in its runs.csv
     python sweep_jobs.py --groups                # the group names
+    python sweep_jobs.py --fit-fallback          # refit the fallback cost model to docs/reproduction/runs.csv
+
+Estimates (CostModel) are seconds on one CPU thread per job: the measured process start-up plus the run,
+whose cost per epoch comes from measured like runs (docs/reproduction/runs.csv), else a measured epoch cost
+(docs/reproduction/epoch_costs.csv), else a fallback model (a cost per measured point and per parameter,
+fitted to runs.csv: within 1.5x of the MLP groups but for depth_cm5k at 0.5x, and 50x too low for the
+residual networks, whose cost grows with the image area, not the parameters; every group of the paper has
+a measured source). The per-group line names the sources. `--list --longest-first` puts a line
+`# job estimate: SECONDS s (...)` before each job, from which run_experiments.sh's dry run sums the plan's
+wall time (CPU workers, GPU queues). The configs are composed by JobComposer: some 7 s of CPU time for
+the 346 jobs of `all` (Hydra's compose per job took 75 s).
 """
 from __future__ import annotations
 
 import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import argparse
+import copy
 import csv
 import dataclasses
+import functools
 import itertools
+import json
 import re
 import shlex
+import statistics
+import sys
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from config_utils import CONF_DIR, expand_root_aliases, register_resolvers, run_name
 from override_check import refuse_override_typos
@@ -48,6 +70,7 @@ GROUPS = {
     "nobn": ["nobn"],
 }
 ALIASES = {"all": list(GROUPS), "depth": ["depth_cm", "depth_cfm", "depth_cc", "depth_cm5k"]}
+GROUP_OF_PRESET = {preset: group for group, presets in GROUPS.items() for preset in presets}
 
 
 @dataclass(frozen=True)
@@ -57,7 +80,8 @@ class Job:
     overrides: tuple[str, ...]     # +experiment=PRESET first, then the sweep's choices and the extras
     name: str                      # preset and swept values, e.g. fig1-optimization=sgd-layer_num=2
 
-    cost: float = 0.0              # estimated seconds on one CPU thread (estimate_cost); 0: not estimated
+    cost: float = 0.0              # estimated seconds on one CPU thread (CostModel); 0: not estimated
+    cost_source: str = ""          # where the estimate comes from: one of SOURCES
     run_name: str = ""             # its run directory name (filled in with compose_jobs=True)
     config: dict | None = field(default=None, compare=False)   # its resolved config (compose_jobs=True)
 
@@ -125,45 +149,267 @@ def preset_jobs(group: str, preset: str, extras: list[str], hydra_config, config
     return jobs
 
 
-# A rough cost model of one run on one CPU thread, only used to start the longest jobs first (so the
-# last jobs of a queue are short and no core idles at the end). Fitted by eye to this repository's
-# MLP runs on a 2-core x86 machine: a per-point overhead per sample-epoch and a per-parameter one.
-SECONDS_PER_POINT_SAMPLE_EPOCH = 2e-6
-SECONDS_PER_PARAMETER_SAMPLE_EPOCH = 1.2e-10
+# ------------------------------------------------------------------------------------ composing jobs
+class JobComposer:
+    """Each job's config as Hydra's compose("config", overrides) gives it, in a fraction of the time.
+
+    compose spends its time on the defaults list (which config of each group, the files they merge), and
+    that depends only on the config-group overrides. So each distinct set of group overrides is composed
+    once by Hydra, and the other overrides of a job are applied to a copy of it by Hydra's own step that
+    compose runs after the defaults (ConfigLoaderImpl._apply_overrides_to_config), split as Hydra splits
+    them (a key that names a config group and a value that is not a dict). A job with a hydra.* override
+    (which can change where configs are found), or one the copy refuses, is composed in full, so an error
+    is Hydra's own. With hydra=True the config keeps its hydra node (compose's return_hydra_config=True),
+    of which the sweeper's params are read; its lists of overrides and choices are the group overrides'.
+    tests/test_estimates.py compares the run names with a full compose for every group.
+    Use inside initialize_config_dir(CONF_DIR)."""
+
+    def __init__(self, config_loader):
+        self.parser = OverridesParser.create(config_loader)
+        self.repository = config_loader.repository
+        self.bases: dict[tuple[str, ...], tuple] = {}   # group overrides -> their config, with and without hydra
+        self.parsed: dict[str, object] = {}             # override text -> its parsed Override
+
+    @staticmethod
+    def full(overrides, hydra: bool = False) -> DictConfig:
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+    def __call__(self, overrides, hydra: bool = False) -> DictConfig:
+        try:
+            from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+            for text in overrides:
+                if text not in self.parsed:
+                    self.parsed[text] = self.parser.parse_override(text)
+            parsed = [self.parsed[text] for text in overrides]
+            if any(override.key_or_group.startswith("hydra") for override in parsed):
+                return self.full(overrides, hydra)
+            groups = [override for override in parsed if self.repository.group_exists(override.key_or_group)
+                      and not isinstance(override.value(), dict)]
+            values = [override for override in parsed if override not in groups]
+        except Exception:   # noqa: BLE001  (a Hydra without these internals, an override it refuses)
+            return self.full(overrides, hydra)
+        key = tuple(override.input_line for override in groups)
+        if key not in self.bases:
+            with_hydra = self.full(key, hydra=True)
+            without = copy.deepcopy(with_hydra)
+            with open_dict(without):
+                del without["hydra"]
+            self.bases[key] = (with_hydra, without)
+        cfg = copy.deepcopy(self.bases[key][0 if hydra else 1])
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        except Exception:   # noqa: BLE001  (Hydra's own message, from the full composition)
+            return self.full(overrides, hydra)
+        return cfg
 
 
-def estimate_cost(cfg) -> float:
-    """Estimated seconds of one run of the composed config `cfg` on one CPU thread."""
+# ------------------------------------------------------------------------------------ time estimates
+# A job's estimated time on one CPU thread (Estimate): process start-up plus the run itself, what
+# results.json's wall_seconds measures: SET_UP_SECONDS + seconds per epoch x (epochs + MEASURE_EPOCHS).
+# The seconds per epoch come from the first of these sources that has the job (SOURCES):
+#   measured like runs:  the runs of docs/reproduction/runs.csv with the job's data, model, variant, depth,
+#                        width and optimizer (their mean wall_seconds, less the set-up, per epoch);
+#   measured epoch cost: docs/reproduction/epoch_costs.csv's row of the job's group and model on its data
+#                        (benchmarks/epoch_costs.py: the training steps of that group's models, averaged);
+#   fallback model:      FALLBACK_* below: per training sample and epoch, a cost per measured point and
+#                        one per parameter (the model built on the meta device).
+# Measured costs are scaled to the job's epochs and, where its data config is not the one measured, to its
+# training sample count. They are the measuring machines' (AMD EPYC, one thread per run, two runs at a time).
+REPORT_DIR = Path(__file__).resolve().parent / "docs" / "reproduction"
+# Process start-up, beyond what wall_seconds counts (interpreter, imports, Hydra's composition): median of
+# 5 processes of the main job, `python benchmarks/bench_process.py --repeats 5` on the Intel Xeon, 2 cores,
+# where this estimator was written (wall 20.1 s: start-up 3.3 s, validate + setup + write 1.8 s, the rest
+# training and measuring).
+START_UP_SECONDS = 3.3
+# In a run, the steps that do not grow with the epochs: validate, set-up (data, model) and writing.
+SET_UP_SECONDS = 1.8
+# The final measurement takes about as long as this many training epochs: 5-9 for the cfm MLPs at depth 18
+# and 2 (results.json timings of epochs=20 runs), 5 for VGG13 (README, GPUs and clusters: measure 19.9 s
+# against 4.1 s of training for one epoch).
+MEASURE_EPOCHS = 5
+# Fitted to the measured like runs of runs.csv (least relative squares): python sweep_jobs.py --fit-fallback
+FALLBACK_SECONDS_PER_POINT_SAMPLE_EPOCH = 1.94e-6
+FALLBACK_SECONDS_PER_PARAMETER_SAMPLE_EPOCH = 1.05e-10
+SOURCES = ("measured like runs", "measured epoch cost", "fallback model")
+ESTIMATES_LEGEND = (
+    f"# estimates: seconds on one CPU thread per job, start-up ({START_UP_SECONDS:g} s) included; the source per "
+    "group: measured like runs (runs.csv, same data, model, variant, shape and optimizer), measured epoch "
+    "cost (epoch_costs.csv, the group's model on its data) or fallback model (per point and parameter; "
+    "sweep_jobs.py's docstring); scaled to each job's epochs and samples")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    run_seconds: float      # the run itself, as results.json's wall_seconds counts it
+    source: str             # one of SOURCES
+
+    @property
+    def seconds(self) -> float:
+        """The whole job: process start-up and the run."""
+        return START_UP_SECONDS + self.run_seconds
+
+
+def total_epochs(cfg) -> int:
+    """The epochs a run trains, both stages of the frozen scheme counted."""
+    return int(cfg.epochs) + (int(cfg.training.stage1_epochs) if cfg.training.name == "frozen" else 0)
+
+
+def training_samples(cfg) -> int:
+    from data import class_counts_of   # imports torch: only where a job's data differs from the measured
+
+    return sum(class_counts_of(cfg.data))
+
+
+def epoch_cost_label(cfg) -> str:
+    """The model column of epoch_costs.csv: 'VGG13 on cifar10', 'GFNN on cc, frozen'."""
+    training = "" if cfg.training.name == "standard" else f", {cfg.training.name}"
+    return f"{cfg.model.name} on {cfg.data.name}{training}"
+
+
+def like_key(row: dict) -> tuple:
+    """What makes two runs alike in cost: a runs.csv row's (or a planned job's row's) data, model, variant,
+    depth, width and optimizer."""
+    return tuple(row.get(key) or "" for key in ("data", "model", "variant", "depth", "width", "optimizer"))
+
+
+def job_row(config: dict) -> dict:
+    """A planned job's row as runs.csv holds it, from its resolved config (the report's own reading)."""
+    from summarize_runs import Run
+
+    return Run(Path("planned") / "results.json", {"config": config}).row()
+
+
+@functools.lru_cache(maxsize=None)
+def _model_size(key: str) -> tuple[int, int]:
     import torch
 
     from data import input_shape_of
     from train_models import build_model
 
+    cfg = OmegaConf.create(json.loads(key))
     with torch.device("meta"):
         model = build_model(cfg, input_shape_of(cfg.data), int(cfg.data.num_classes))
-    parameters = sum(p.numel() for p in model.parameters())
-    counts = cfg.data.get("class_counts")
-    samples = sum(counts) if counts else int(cfg.data.sample_size_per_class) * int(cfg.data.num_classes)
-    epochs = int(cfg.epochs) + (int(cfg.training.stage1_epochs) if cfg.training.name == "frozen" else 0)
-    per_sample_epoch = (len(model.measured_points) * SECONDS_PER_POINT_SAMPLE_EPOCH
-                        + parameters * SECONDS_PER_PARAMETER_SAMPLE_EPOCH)
-    return epochs * samples * per_sample_epoch
+    return len(model.measured_points), sum(parameter.numel() for parameter in model.parameters())
 
 
-def _with_config(job: Job, cfg, estimate: bool = True) -> Job:
-    return dataclasses.replace(job, cost=estimate_cost(cfg) if estimate else 0.0, run_name=run_name(cfg),
-                               config=OmegaConf.to_container(cfg, resolve=True))
+def model_size(cfg) -> tuple[int, int]:
+    """(measured points, parameters) of cfg's model, built on the meta device (no memory, no time)."""
+    keys = [key for key in cfg if key not in ("hydra", "lookup")]
+    return _model_size(json.dumps(OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True),
+                                  sort_keys=True))
 
 
-def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False, estimate: bool = True
-               ) -> tuple[list[tuple[str, list[Job]]], Path]:
+def fallback_seconds_per_epoch(cfg, per_point: float = FALLBACK_SECONDS_PER_POINT_SAMPLE_EPOCH,
+                               per_parameter: float = FALLBACK_SECONDS_PER_PARAMETER_SAMPLE_EPOCH) -> float:
+    points, parameters = model_size(cfg)
+    return training_samples(cfg) * (points * per_point + parameters * per_parameter)
+
+
+class CostModel:
+    """Estimates of jobs' times (estimate) from a report folder's runs.csv and epoch_costs.csv, read by
+    reproduction_report's readers; `composer` composes a job's config (JobComposer). Without the tables
+    (report None, or a table that cannot be read: one warning line) every estimate is the fallback
+    model's."""
+
+    def __init__(self, report: Path | None, composer):
+        self.composer = composer
+        self.like_runs: dict[tuple, list[float]] = defaultdict(list)   # like key -> seconds per epoch
+        self.epoch_costs: dict[tuple[str, str], float] = {}            # (group, label) -> seconds per epoch
+        if report is None:
+            return
+        from reproduction_report import read_epoch_costs, read_rows
+        from summarize_runs import BadFile
+
+        try:
+            runs = Path(report) / "runs.csv"
+            rows = read_rows(runs) if runs.exists() else []
+            costs = read_epoch_costs(Path(report) / "epoch_costs.csv")
+        except BadFile as error:
+            print(f"warning: {error}; the estimates are the fallback model's", file=sys.stderr)
+            rows, costs = [], []
+        for row in rows:
+            if row["status"] == "completed" and row["wall_seconds"] is not None and row["epochs"]:
+                run_part = max(row["wall_seconds"] - SET_UP_SECONDS, 0.0)
+                self.like_runs[like_key(row)].append(run_part / (row["epochs"] + MEASURE_EPOCHS))
+        for cost in costs:
+            self.epoch_costs[(cost["group"], cost["model"])] = float(cost["seconds_per_epoch"])
+
+    def sample_scale(self, job: Job, cfg) -> float:
+        """The job's training samples over those of its group's own data config, which the measured runs
+        used: 1 unless the job's extra overrides set data.* keys."""
+        data_overrides = [text for text in job.overrides if text.lstrip("+~").startswith("data.")]
+        if not data_overrides:
+            return 1.0
+        measured = self.composer([text for text in job.overrides if text not in data_overrides])
+        return training_samples(cfg) / training_samples(measured)
+
+    def estimate(self, job: Job, cfg, config: dict | None = None) -> Estimate:
+        """The estimate of a job whose composed config is `cfg` (config: cfg resolved)."""
+        config = OmegaConf.to_container(cfg, resolve=True) if config is None else config
+        epochs = int(cfg.epochs) + MEASURE_EPOCHS
+        if like := self.like_runs.get(like_key(job_row(config))):
+            per_epoch = statistics.fmean(like) * self.sample_scale(job, cfg)
+            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[0])
+        cost = self.epoch_costs.get((GROUP_OF_PRESET.get(job.preset, job.group), epoch_cost_label(cfg)))
+        epochs = total_epochs(cfg) + MEASURE_EPOCHS
+        if cost is not None:
+            per_epoch = cost * self.sample_scale(job, cfg)
+            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[1])
+        return Estimate(SET_UP_SECONDS + fallback_seconds_per_epoch(cfg) * epochs, SOURCES[2])
+
+
+def fit_fallback(report: Path = REPORT_DIR) -> tuple[float, float, int]:
+    """(seconds per point, per parameter, like settings fitted): the fallback model fitted to the measured
+    like runs of report/runs.csv, minimizing the squared relative error over the settings of the groups'
+    jobs that runs.csv measured (each setting's mean, one equation each)."""
+    groups, _ = sweep_jobs(list(GROUPS), compose_jobs=True, estimate=False)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        composer = JobComposer(GlobalHydra.instance().config_loader())
+        costs = CostModel(report, composer)
+        equations = {}
+        for _, jobs in groups:
+            for job in jobs:
+                key = like_key(job_row(job.config))
+                if key in costs.like_runs and key not in equations:
+                    cfg = composer(job.overrides)
+                    points, parameters = model_size(cfg)
+                    samples = training_samples(cfg)
+                    measured = statistics.fmean(costs.like_runs[key])
+                    equations[key] = (points * samples / measured, parameters * samples / measured)
+    # least squares of sum((a x + b y) - 1)^2 over the equations (x, y): the 2x2 normal equations
+    xx = sum(x * x for x, _ in equations.values())
+    xy = sum(x * y for x, y in equations.values())
+    yy = sum(y * y for _, y in equations.values())
+    x1 = sum(x for x, _ in equations.values())
+    y1 = sum(y for _, y in equations.values())
+    determinant = xx * yy - xy * xy
+    return (x1 * yy - y1 * xy) / determinant, (y1 * xx - x1 * xy) / determinant, len(equations)
+
+
+def duration(seconds: float) -> str:
+    """Seconds for people: 40 s, 12 min, 3.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _with_config(job: Job, cfg, costs: CostModel | None) -> Job:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    estimate = costs.estimate(job, cfg, config) if costs is not None else None
+    return dataclasses.replace(job, cost=estimate.seconds if estimate else 0.0,
+                               cost_source=estimate.source if estimate else "", run_name=run_name(cfg),
+                               config=config)
+
+
+def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False, estimate: bool = True,
+               report: Path | None = REPORT_DIR) -> tuple[list[tuple[str, list[Job]]], Path]:
     """[(group, its jobs)] for group/preset names, and the folder for job logs (<log_root>/jobs).
-    With compose_jobs=True each job's config is composed, so that it carries its run directory name and
-    (unless estimate=False) its estimated cost (estimate_cost)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    With compose_jobs=True each job's config is composed (JobComposer), so that it carries its run
+    directory name and (unless estimate=False) its estimated time from `report`'s measurements (CostModel;
+    report None: the fallback model only)."""
     register_resolvers()
     extras = expand_root_aliases(list(extras))
     groups = expand_groups(list(names))
@@ -171,18 +417,18 @@ def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = Fa
         loader = GlobalHydra.instance().config_loader()
         parsed = OverridesParser.create(loader).parse_overrides(list(extras))
         fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
+        composer = JobComposer(loader)
+        costs = CostModel(report, composer) if compose_jobs and estimate else None
         result = []
         for group, presets in groups:
             jobs = []
             for preset in presets:
-                cfg = compose("config", overrides=[f"+experiment={preset}", *fixed],
-                              return_hydra_config=True)
+                cfg = composer([f"+experiment={preset}", *fixed], hydra=True)
                 jobs += preset_jobs(group, preset, list(extras), cfg.hydra, loader)
             if compose_jobs:
-                jobs = [_with_config(job, compose("config", overrides=list(job.overrides)), estimate)
-                        for job in jobs]
+                jobs = [_with_config(job, composer(job.overrides), costs) for job in jobs]
             result.append((group, jobs))
-        log_dir = Path(str(compose("config", overrides=fixed).log_root)) / "jobs"
+        log_dir = Path(str(composer(fixed).log_root)) / "jobs"
     return result, log_dir
 
 
@@ -211,9 +457,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="print all jobs after the group lines, the longest (estimated) first")
     parser.add_argument("--skip-recorded", type=Path, metavar="REPORT",
                         help="leave out the runs already finished in REPORT/runs.csv (docs/reproduction)")
+    parser.add_argument("--costs", type=Path, metavar="REPORT", default=REPORT_DIR,
+                        help="the folder whose runs.csv and epoch_costs.csv give the time estimates "
+                             "(default: docs/reproduction)")
+    parser.add_argument("--fit-fallback", action="store_true",
+                        help="fit the fallback cost model to --costs's runs.csv, print its constants and exit")
     args = parser.parse_intermixed_args(argv)
     if args.groups:
         print(" ".join([*GROUPS, *ALIASES]))
+        return
+    if args.fit_fallback:
+        per_point, per_parameter, settings = fit_fallback(args.costs)
+        print(f"FALLBACK_SECONDS_PER_POINT_SAMPLE_EPOCH = {per_point:.3g}\n"
+              f"FALLBACK_SECONDS_PER_PARAMETER_SAMPLE_EPOCH = {per_parameter:.3g}\n"
+              f"# fitted to {settings} settings of {args.costs / 'runs.csv'}")
         return
     names = [name for name in args.names if "=" not in name]
     extras = [name for name in args.names if "=" in name]
@@ -222,7 +479,8 @@ def main(argv: list[str] | None = None) -> None:
     if extras:   # a typo: the entry's one line, for the jobs of every preset named
         presets = dict.fromkeys(preset for _, presets in expand_groups(names) for preset in presets)
         refuse_override_typos(["-m", f"+experiment={','.join(presets)}", *extras], "config", ENTRY)
-    groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first or bool(args.skip_recorded))
+    groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first or bool(args.skip_recorded),
+                                 estimate=args.longest_first, report=args.costs)
     if args.skip_recorded:
         recorded = recorded_runs(args.skip_recorded)
         kept = [(group, [job for job in jobs if job.run_name not in recorded]) for group, jobs in groups]
@@ -232,6 +490,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def print_jobs(jobs):
         for job in jobs:
+            if args.list and args.longest_first:   # read by run_experiments.sh's dry run (queue totals)
+                about = f"{duration(job.cost)}, " if job.cost >= 90 else ""
+                print(f"# job estimate: {job.cost:.0f} s ({about}{job.cost_source})")
             line = job.command(args.python)
             if args.log:
                 line += f" >> {shlex.quote(str(log_dir / (job.name + '.log')))} 2>&1"
@@ -239,11 +500,17 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.list and args.log:
         print(f"# job logs: {log_dir}")
+    if args.list and args.longest_first:
+        print(ESTIMATES_LEGEND)
     for group, jobs in groups:
         if args.list:
             presets = sorted({job.preset for job in jobs}, key=[j.preset for j in jobs].index)
             parts = f" (presets {', '.join(presets)})" if presets != [group] else ""
-            estimate = f", about {sum(j.cost for j in jobs) / 60:.0f} min on one thread" if args.longest_first else ""
+            estimate = ""
+            if args.longest_first:
+                sources = ", ".join(f"{source}: {count}" for source in SOURCES
+                                    if (count := sum(job.cost_source == source for job in jobs)))
+                estimate = f", about {duration(sum(job.cost for job in jobs))} on one thread ({sources or 'no jobs'})"
             print(f"# group {group}: {len(jobs)} jobs{parts}{estimate}")
         if not args.longest_first:
             print_jobs(jobs)
@@ -251,7 +518,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.longest_first:
         print_jobs(sorted(every_job, key=lambda job: -job.cost))
     if args.list:
-        print(f"# total: {len(every_job)} jobs")
+        total = f", about {duration(sum(job.cost for job in every_job))} on one thread" if args.longest_first else ""
+        print(f"# total: {len(every_job)} jobs{total}")
 
 
 if __name__ == "__main__":

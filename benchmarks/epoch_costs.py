@@ -9,7 +9,8 @@ run would and trains it on one thread on random inputs of the run's real shape: 
 rounds of --batches batches until --min-seconds of CPU time are measured; the time per batch is scaled
 to a whole epoch. It is the process's CPU time (what an idle core takes in wall time), so other work on
 the machine does not inflate it. Training steps only: the final measurement and the test-set forward
-pass come on top. Writes one CSV row per group, model and data set; the report shows it.
+pass come on top. Writes one CSV row per group, model and data set; the report shows it, and the dry
+run's estimates (sweep_jobs.CostModel) use it for the jobs no run of runs.csv is like.
 """
 from __future__ import annotations
 
@@ -34,19 +35,10 @@ from atomic_io import atomic_write  # noqa: E402
 from config_utils import CONF_DIR, register_resolvers  # noqa: E402
 from data import input_shape_of  # noqa: E402
 from reproduction_report import NOT_RUN  # noqa: E402
-from sweep_jobs import sweep_jobs  # noqa: E402
+from sweep_jobs import epoch_cost_label, sweep_jobs, total_epochs, training_samples  # noqa: E402
 from train_models import build_model, build_optimizer, train  # noqa: E402
 
 COLUMNS = ("group", "command", "model", "seconds_per_epoch", "epochs", "runs")
-
-
-def training_samples(cfg) -> int:
-    counts = cfg.data.get("class_counts")
-    return sum(counts) if counts else int(cfg.data.sample_size_per_class) * int(cfg.data.num_classes)
-
-
-def total_epochs(cfg) -> int:
-    return int(cfg.epochs) + (int(cfg.training.stage1_epochs) if cfg.training.name == "frozen" else 0)
 
 
 def seconds_per_epoch(cfg, batches: int, min_seconds: float) -> float:
@@ -72,13 +64,12 @@ def seconds_per_epoch(cfg, batches: int, min_seconds: float) -> float:
 
 def group_costs(group: str, batches: int, min_seconds: float) -> list[dict]:
     """Rows (one per model, data set and training scheme) of one group's per-epoch cost."""
-    ((_, jobs),), _ = sweep_jobs([group], compose_jobs=True)
+    ((_, jobs),), _ = sweep_jobs([group], compose_jobs=True, estimate=False)
     kinds = defaultdict(list)
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for job in jobs:
             cfg = compose("config", overrides=[*job.overrides, "lr=1e-3"])
-            training = "" if cfg.training.name == "standard" else f", {cfg.training.name}"
-            kinds[(f"{cfg.model.name} on {cfg.data.name}{training}", total_epochs(cfg))].append(cfg)
+            kinds[(epoch_cost_label(cfg), total_epochs(cfg))].append(cfg)
     rows = []
     for (model, epochs), configs in kinds.items():
         distinct = {str(c.model.tag): c for c in configs}   # runs of one model differ in lr only

@@ -53,11 +53,11 @@ def tiny(tmp_path: Path) -> list[str]:
             "download=false"]
 
 
-def run_script(*arguments: str, gpus: str = "", **env: str) -> subprocess.CompletedProcess:
+def run_script(*arguments: str, gpus: str = "", timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key not in ("FORCE", "JOBS")}
     environment.update(GPUS=gpus, PYTHON=sys.executable, **NO_SYSTEM_DATASETS, **env)
     completed = subprocess.run(["sh", str(RUN_EXPERIMENTS), *arguments], cwd=REPO_ROOT, env=environment,
-                               capture_output=True, text=True, timeout=300)
+                               capture_output=True, text=True, timeout=timeout)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     return completed
 
@@ -76,14 +76,17 @@ def commands(text: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------ job expansion
 def test_dry_run_of_all_lists_the_paper_job_counts_per_group(tmp_path):
-    out = run_script("--dry-run", "all", f"log_root={tmp_path}").stdout
+    # some 7 s of CPU time (346 configs composed, JobComposer); the bound leaves room for a busy machine
+    out = run_script("--dry-run", "all", f"log_root={tmp_path}", timeout=60).stdout
     counts = {m[1]: int(m[2]) for m in re.finditer(r"^# group (\w+): (\d+) jobs", out, re.MULTILINE)}
     assert counts == EXPECTED_COUNTS
-    assert "# total: 346 jobs" in out
+    assert re.search(r"^# total: 346 jobs, about [\d.]+ h on one thread$", out, re.MULTILINE)
     jobs = commands(out)
     assert len(jobs) == 346 and len(set(jobs)) == 346
-    # longest first: the CNN runs (a minute per epoch on one CPU thread) lead, the depth-1 MLPs come last
-    assert "model=VGG13" in jobs[0] and "layer_num=1 " in jobs[-1]
+    assert len(re.findall(r"^# job estimate: \d+ s ", out, re.MULTILINE)) == 346   # one before each job
+    # longest first: the CNN runs (a minute per epoch on one CPU thread) lead, the small MLPs (depth 1 or
+    # 2 on 1,000 cfm samples, some 10 s each) come last
+    assert "model=VGG13" in jobs[0] and re.search(r" layer_num=[12] ", jobs[-1])
     for job in jobs:  # CPU plan: one thread per job, output appended to <log_root>/jobs/<name>.log
         assert f" {ENTRY.name} +experiment=" in job and " threads=1 " in job
         assert re.search(rf">> {re.escape(str(tmp_path))}/jobs/[\w.=+-]+\.log 2>&1$", job), job
