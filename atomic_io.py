@@ -1,10 +1,13 @@
 """Atomic file writes (a temporary file beside the target, then os.replace: readers see the old or the
 new file, never half of one; a temporary whose name proves its writer dead is removed by the next write
-of that file, nothing else is) and advisory file locks.
+of that file, nothing else is) and advisory file locks. A lock file is never followed: a symbolic link,
+named pipe, device or folder at its name is refused (NotRegularFile) before it could be opened, and the
+open itself neither follows a link nor blocks (O_NOFOLLOW | O_NONBLOCK, then fstat).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import json
@@ -161,27 +164,94 @@ def atomic_savefig(figure, path: Path | str, **kwargs) -> Path:
     return atomic_write(path, lambda temporary: figure.savefig(temporary, format=suffix, **kwargs))
 
 
+class NotRegularFile(OSError):
+    """A name taken by a symbolic link, named pipe, device or folder where a regular file is read or
+    locked; str() is one line: 'PATH: KIND, not a regular file: WHY'."""
+
+    def __init__(self, path, kind: str, why: str):
+        super().__init__(errno.EPERM, f"{kind}, not a regular file: {why}", str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+LOCK_REFUSAL = "a lock file is never followed or opened (remove it)"
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path | str, flags: int, why: str, mode: int = 0o666) -> int:
+    """A descriptor of the regular file `path` opened with `flags` (O_CREAT among them: created if
+    missing). Never follows a link and never blocks: what is at the name is checked first (lstat), the
+    open adds O_NOFOLLOW and O_NONBLOCK (a link or pipe put there meanwhile fails or is caught) and its
+    result is checked again (fstat); NotRegularFile(path, kind, why) for anything but a regular file.
+    A missing file without O_CREAT is FileNotFoundError, as open() gives it."""
+    path = Path(path)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise NotRegularFile(path, _kind(info.st_mode), why)
+    try:
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENXIO):   # a link, or a pipe with no reader, put there meanwhile
+            raise NotRegularFile(path, "a symbolic link" if error.errno == errno.ELOOP else "a named pipe",
+                                 why) from None
+        raise
+    kind = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(descriptor)
+        raise NotRegularFile(path, _kind(kind), why)
+    return descriptor
+
+
 @contextlib.contextmanager
 def file_lock(path: Path | str, wait: bool = True):
-    """Hold an exclusive advisory lock on `path` (created if missing) for the with-block; yields True.
-    With wait=False it does not wait: yields False at once when another process holds the lock."""
+    """Hold an exclusive advisory lock on `path` (a regular file, created if missing; never followed
+    or blocked on: open_regular) for the with-block; yields True. With wait=False it does not wait: yields False at once when another
+    process holds the lock."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    descriptor = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOCK_REFUSAL)
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path | str):
+    """Hold an exclusive advisory lock on the folder itself for the with-block (flock on its descriptor:
+    no lock file to plant a link at); waits for another holder. The folder must exist."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)   # closing releases the lock
 
 
 def lock_held_elsewhere(path: Path | str) -> bool:
-    """Whether another process holds the lock on the existing file `path` right now."""
-    if not Path(path).is_file():
+    """Whether another process holds the lock on the existing regular file `path` right now (a link or
+    other special file at the name is no lock of ours: False, nothing opened)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+    except OSError:
         return False
     with file_lock(path, wait=False) as acquired:
         return not acquired

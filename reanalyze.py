@@ -16,6 +16,7 @@ import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on 
 
 import argparse
 import hashlib
+import os
 import pickle
 import re
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from atomic_io import atomic_write_json
+from atomic_io import NotRegularFile, atomic_write_json, open_regular
 from config_utils import CONF_DIR, EXECUTION_KEYS, ConfigError, folder_problem, inside, register_resolvers
 from data import DatasetUnavailableError
 from experiment import measure_split, measured_test_subset, profile_title, set_up, validate_config
@@ -38,6 +39,7 @@ EXECUTION_OVERRIDES = ("device", "threads", "data_root", "download")
 EXECUTION_DEFAULTS = ("data_root", "log_root", "figures_dir", "device", "threads", "download", "progress")
 MAX_TAG_LENGTH = 120  # longer override lists are shortened and end with a hash
 MISSING = object()
+CHECKPOINT_REFUSAL = "a checkpoint is read from the file itself, never through a link or from a pipe or device"
 
 
 class CheckpointError(RuntimeError):
@@ -95,10 +97,14 @@ def load_failure_reason(error: BaseException) -> str:
 def load_checkpoint(path: Path) -> dict:
     """The checkpoint at `path`, loaded with weights_only=True (tensors and plain containers only, so
     nothing in it can run code); CheckpointError in one line for anything that is not one of ours."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:   # a regular file only, opened without following a link or blocking (a FIFO, /dev/zero: refused)
+        descriptor = open_regular(path, os.O_RDONLY, CHECKPOINT_REFUSAL)
+        with os.fdopen(descriptor, "rb") as handle:
+            checkpoint = torch.load(handle, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
+    except NotRegularFile as error:
+        raise CheckpointError(f"{path}: refused: {error.strerror}") from None
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as error:
         raise CheckpointError(f"{path}: refused: not a checkpoint that loads as tensors and plain "
                               f"containers ({load_failure_reason(error)})") from None

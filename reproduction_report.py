@@ -26,9 +26,11 @@ through summarize_runs.markdown_escape / markdown_code and into the CSV through 
 from __future__ import annotations
 
 import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
+import contextlib
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -38,12 +40,15 @@ import struct
 import sys
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from atomic_io import atomic_write_json
-from summarize_runs import (BadFile, OneLineParser, Run, UnsafeOutput, csv_cell, fields_problem, figure_text,
+from atomic_io import NotRegularFile, atomic_path, atomic_write_json, folder_lock, open_regular
+from config_utils import (EXECUTION_KEYS, LABEL_MODEL_KEYS, LOOKUP_KEY, MAX_RUN_NAME, MODEL_SHAPE_KEYS,
+                          name_problem)
+from summarize_runs import (MAX_LAYERS, BadFile, OneLineParser, Run, UnsafeOutput, csv_cell, fields_problem,
+                            figure_text, _size_text,
                             load_runs, markdown_code, markdown_escape, output_folder, output_path, printable,
                             read_json, read_results, read_text, warn, write_outputs)
 
@@ -146,6 +151,21 @@ MAX_TABLE_BYTES = 64 * 2 ** 20       # runs.csv and profiles.csv: some 1 MB now 
 MAX_CONTEXT_BYTES = 4 * 2 ** 20      # context.json: some 4 kB
 MAX_QUEUE_LOG_BYTES = 16 * 2 ** 20   # a queue log: a line per job start and exit, some 100 bytes each
 REQUIRED_COLUMNS = ("group", "run", "status", "lr")   # what every row of runs.csv holds for the report
+STATUSES = (*FINISHED, "missing")
+PROFILE_SERIES = (("train", PAPER_MODE), ("test", PAPER_MODE), ("train", "eval"))   # (split, bn_mode)
+# The range of each number of a row (runs.csv's and a results.json's alike): (low, high, nan allowed).
+# r within rounding of [-1, 1]; rho and D are ratios and variances (>= 0, possibly inf); accuracies are
+# fractions; a completed run's final loss is finite and >= 0 (a diverged run's may be nan or inf); a run
+# takes under MAX_WALL_SECONDS.
+MAX_WALL_SECONDS = 30 * 24 * 3600
+R_SLACK = 1e-9
+RANGES = {**{key: (-1 - R_SLACK, 1 + R_SLACK, True) for key in ("pearson_r", "eval_pearson_r", "test_pearson_r")},
+          "r2": (0.0, 1 + R_SLACK, True),
+          **{key: (0.0, math.inf, True) for key in ("rho", "eval_rho", "test_rho", "D_first", "D_last")},
+          **{key: (0.0, 1.0, False) for key in ("train_accuracy", "test_accuracy")},
+          "final_train_loss": (0.0, math.inf, True), "wall_seconds": (0.0, MAX_WALL_SECONDS, False),
+          "lr": (0.0, math.inf, False), "depth": (0, 10_000, False), "width": (1, 10 ** 9, False),
+          "epochs": (0, 10 ** 9, False), "seed": (0, 2 ** 63 - 1, False), "points": (2, MAX_LAYERS, False)}
 
 
 # ---------------------------------------------------------------------------------------- the tables
@@ -171,12 +191,66 @@ def _csv_text(columns, rows) -> str:
 
 def _csv_rows(path: Path, text: str | None = None, limit: int = MAX_TABLE_BYTES) -> list[dict]:
     """The rows of a CSV file (or of `text`, its pending content) as dicts; BadFile when it is not a
-    regular UTF-8 file of at most `limit` bytes or not CSV."""
+    regular UTF-8 file of at most `limit` bytes or not CSV (epoch_costs.csv: a table anyone may write)."""
     text = read_text(path, limit) if text is None else text
     try:
         return list(csv.DictReader(io.StringIO(text, newline="")))
     except csv.Error as error:
         raise BadFile(path, f"not CSV ({printable(error)})") from None
+
+
+TABLE_REFUSAL = "not read"   # as summarize_runs.read_bytes says it: "PATH: a named pipe, not a regular file: not read"
+
+
+def read_table_text(path: Path, limit: int = MAX_TABLE_BYTES) -> str:
+    """The text of the report table `path`: a regular file (never a link followed or a pipe or device
+    opened: atomic_io.open_regular), at most `limit` bytes of UTF-8; BadFile in one line otherwise."""
+    try:
+        descriptor = open_regular(path, os.O_RDONLY, TABLE_REFUSAL)
+    except NotRegularFile as error:
+        raise BadFile(path, error.strerror) from None
+    except (OSError, ValueError) as error:   # ValueError: a NUL in the name
+        raise BadFile(path, getattr(error, "strerror", None) or str(error)) from None
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise BadFile(path, error.strerror or str(error)) from None
+    if len(data) > limit:
+        raise BadFile(path, f"larger than {_size_text(limit)}, the most read of such a file: not read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadFile(path, f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})") from None
+
+
+def strict_csv(path: Path, text: str, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a report table's `text` as dicts of strings. Strict: the header is exactly `columns`,
+    every row has exactly their number of fields, no field holds a line break (the tables' writer puts
+    none there, so the rows an unclosed quote swallows are caught), and the text ends with a line end
+    (a cut table); BadFile naming the line otherwise."""
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        lines = [(reader.line_num, fields) for fields in reader]
+    except csv.Error as error:
+        raise BadFile(path, f"not CSV ({printable(error)}) at line {reader.line_num}") from None
+    if not lines:
+        raise BadFile(path, "empty: expected the header " + ",".join(columns))
+    if tuple(lines[0][1]) != columns:
+        header = ",".join(lines[0][1])
+        raise BadFile(path, f"header {json.dumps(header)[:200]} is not {','.join(columns)}")
+    if not text.endswith("\n"):
+        raise BadFile(path, f"line {lines[-1][0]}: the table ends inside a line (cut short?)")
+    rows, previous = [], lines[0][0]
+    for line, fields in lines[1:]:
+        if len(fields) != len(columns):
+            raise BadFile(path, f"line {line}: {len(fields)} fields, the header has {len(columns)}")
+        if any("\n" in field or "\r" in field for field in fields):
+            raise BadFile(path, f"line {previous + 1}: a field holds a line break (an unclosed quote that "
+                                f"swallowed lines {previous + 1}-{line}?)")
+        rows.append(dict(zip(columns, fields)))
+        previous = line
+    return rows
 
 
 def _table_number(path: Path, position: int, key: str, value: str, integer: bool = False):
@@ -192,9 +266,10 @@ def _table_number(path: Path, position: int, key: str, value: str, integer: bool
 
 
 def read_rows(path: Path, text: str | None = None) -> list[dict]:
-    """runs.csv (or `text`, its pending content) as dicts (numbers as numbers, empty cells None; columns
-    a table lacks are None); BadFile naming the row of a number that is none."""
-    rows = _csv_rows(path, text)
+    """runs.csv (or `text`, its pending content) as dicts (numbers as numbers, empty cells None), read by
+    read_table_text and strict_csv; BadFile naming the row of a number that is none. The rows' meaning
+    is checked by check_tables."""
+    rows = strict_csv(path, read_table_text(path) if text is None else text, RUN_COLUMNS)
     for position, row in enumerate(rows, start=1):
         for key in RUN_COLUMNS:
             value = row.get(key)
@@ -216,17 +291,170 @@ def check_rows(path: Path, rows: list[dict]) -> None:
 
 def read_profiles(path: Path, text: str | None = None) -> dict[str, list[tuple[str, str, int, float]]]:
     """profiles.csv (or `text`, its pending content): run name -> [(split, bn_mode, point, D)]; empty
-    when there is no such file."""
+    when there is no such file. Strict (strict_csv); BadFile for an unknown split or BatchNorm mode, a
+    point that is not an integer in [0, MAX_LAYERS], a D that is not a number >= 0 (or nan), or a point
+    listed twice."""
     profiles = defaultdict(list)
     if text is None and not os.path.lexists(path):
         return profiles
-    for position, row in enumerate(_csv_rows(path, text), start=1):
+    seen = set()
+    rows = strict_csv(path, read_table_text(path) if text is None else text, PROFILE_COLUMNS)
+    for position, row in enumerate(rows, start=1):
         if missing := [key for key in PROFILE_COLUMNS if row.get(key) in (None, "")]:
             raise BadFile(path, f"row {position}: {', '.join(missing)} empty")
-        profiles[row["run"]].append((row["split"], row["bn_mode"],
-                                     _table_number(path, position, "point", row["point"], integer=True),
-                                     _table_number(path, position, "D", row["D"])))
+        if (row["split"], row["bn_mode"]) not in PROFILE_SERIES:
+            raise BadFile(path, f"row {position}: split {json.dumps(row['split'])[:40]} in BatchNorm mode "
+                                f"{json.dumps(row['bn_mode'])[:40]} is none of the report's profiles "
+                                f"({', '.join('/'.join(series) for series in PROFILE_SERIES)})")
+        point = _table_number(path, position, "point", row["point"], integer=True)
+        value = _table_number(path, position, "D", row["D"])
+        if not 0 <= point <= MAX_LAYERS or value < 0:
+            raise BadFile(path, f"row {position}: point {point}, D {value!r}: expected a point in [0, {MAX_LAYERS}] "
+                                "and a D >= 0")
+        key = (row["run"], row["split"], row["bn_mode"], point)
+        if key in seen:
+            raise BadFile(path, f"row {position}: point {point} of {printable(row['run'])} "
+                                f"({row['split']}, {row['bn_mode']}) is listed twice")
+        seen.add(key)
+        profiles[row["run"]].append((row["split"], row["bn_mode"], point, value))
     return profiles
+
+
+def value_problem(row: dict) -> str | None:
+    """Why a row's numbers (runs.csv's, or a results.json's as record_of reads it) cannot be true: one
+    outside its RANGES, or a completed run without a finite final loss >= 0; None when they can."""
+    for key, (low, high, nan_allowed) in RANGES.items():
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            if nan_allowed:
+                continue
+        elif low <= value <= high:
+            continue
+        return f"{key} {value!r} is outside [{low:g}, {high:g}]"
+    loss = row.get("final_train_loss")
+    if row.get("status") == "completed" and (loss is None or not math.isfinite(loss)):
+        return f"final_train_loss {loss!r}: a completed run has a finite final training loss"
+    return None
+
+
+def profile_problem(row: dict, series: list[tuple[str, str, int, float]]) -> str | None:
+    """Why a finished row and its profile points (profiles.csv's (split, bn_mode, point, D) of its run)
+    do not belong together, or None: a completed row has its fit (pearson_r, rho) and, unless it was
+    recorded before the tables (no commit), its training profile, with `points` at most the profile's
+    finite, positive D values; an eval-mode or test fit has its profile, and a profile its row."""
+    completed = row["status"] == "completed"
+    kinds = {(split, mode) for split, mode, _, _ in series}
+    if completed and (row["pearson_r"] is None or row["rho"] is None):
+        return "completed without its fit (pearson_r and rho)"
+    if completed and row["commit"] and ("train", PAPER_MODE) not in kinds:
+        return "completed, but profiles.csv holds no profile of it"
+    train = [value for split, mode, _, value in series if (split, mode) == ("train", PAPER_MODE)]
+    if row["points"] is not None and train and row["points"] > sum(math.isfinite(v) and v > 0 for v in train):
+        return f"a fit of {row['points']} points from a profile of {len(train)} (fewer finite, positive D)"
+    for (split, mode), key in ((("train", "eval"), "eval_pearson_r"), (("test", PAPER_MODE), "test_pearson_r")):
+        if row[key] is not None and (split, mode) not in kinds:
+            return f"{key} without its profile ({split}, {mode}) in profiles.csv"
+    return None
+
+
+def orphan_profiles(rows: list[dict], profiles: dict) -> list[str]:
+    """Runs whose profiles.csv points no row supports: no finished row, an eval-mode profile without
+    eval_pearson_r, a test profile of a run not completed (what a merge stopped between writing
+    profiles.csv and runs.csv leaves; a re-merge repairs it)."""
+    finished = {row["run"]: row for row in rows if row["status"] in FINISHED}
+    orphans = []
+    for name, series in profiles.items():
+        row = finished.get(name)
+        kinds = {(split, mode) for split, mode, _, _ in series}
+        if (row is None or (("train", "eval") in kinds and row["eval_pearson_r"] is None)
+                or (("test", PAPER_MODE) in kinds and row["status"] != "completed")):
+            orphans.append(name)
+    return orphans
+
+
+@dataclass
+class Tables:
+    """runs.csv's rows and profiles.csv's profiles, read and checked (read_tables)."""
+    rows: list[dict]
+    profiles: dict
+    unprofiled: list[str]        # completed runs without their profile (repairable=True only)
+    orphans: list[str]           # runs with profile points no row supports (repairable=True only)
+
+
+def check_tables(rows_path: Path, rows: list[dict], profiles_path: Path, profiles: dict, groups=GROUPS,
+                 repairable: bool = False) -> Tables:
+    """BadFile naming the row for tables the report cannot stand on: a row without group, run, status or
+    lr; an unknown group or status; a run name that is no plain name; a number out of range
+    (value_problem); a (group, run) listed twice, or one run's rows in two groups that differ; a missing
+    run holding measured numbers; a finished row and its profile that do not belong together
+    (profile_problem); profile points no row supports (orphan_profiles). With repairable=True the last
+    two kinds a merge can repair (a completed row without its profile, points without a row: what an
+    interrupted merge leaves) are returned in Tables instead, and a row recorded before the tables (no
+    commit) may lack its lr (a fresh run replaces it; the merged tables pass every check)."""
+    legacy_lr = [row for row in rows if repairable and row["lr"] is None and not row["commit"]
+                 and row["status"] in FINISHED and None not in (row["group"], row["run"])]
+    check_rows(rows_path, [row if row not in legacy_lr else {**row, "lr": "replaced"} for row in rows])
+    known = [group.name for group in groups]
+    seen, by_run = {}, {}
+    unprofiled = []
+    for position, row in enumerate(rows, start=1):
+        where = f"row {position} ({printable(row['run'])[:80]})"
+        if row["group"] not in known:
+            raise BadFile(rows_path, f"{where}: group {json.dumps(row['group'])[:40]} is not a group of the report "
+                                     f"({', '.join(known)})")
+        if row["status"] not in STATUSES:
+            raise BadFile(rows_path, f"{where}: status {json.dumps(row['status'])[:40]} is not one of "
+                                     f"{', '.join(STATUSES)}")
+        if name_problem(row["run"], MAX_RUN_NAME) is not None:
+            raise BadFile(rows_path, f"row {position}: run {json.dumps(row['run'])[:80]} is not a run name")
+        if (problem := value_problem(row)) is not None:
+            raise BadFile(rows_path, f"{where}: {problem}")
+        if (row["group"], row["run"]) in seen:
+            raise BadFile(rows_path, f"{where}: listed twice in group {row['group']} (rows {seen[row['group'], row['run']]} "
+                                     f"and {position})")
+        seen[row["group"], row["run"]] = position
+        other = by_run.setdefault(row["run"], (position, row))[1]
+        if any(other[key] != row[key] and not _same(other[key], row[key]) for key in RUN_COLUMNS if key != "group"):
+            raise BadFile(rows_path, f"{where}: differs from row {by_run[row['run']][0]}, the same run in group "
+                                     f"{other['group']}")
+        if row["status"] == "missing":
+            if measured := [key for key in COMPARED if row[key] is not None]:
+                raise BadFile(rows_path, f"{where}: status missing, but it holds {', '.join(measured)}")
+            continue
+        if (problem := profile_problem(row, profiles.get(row["run"], []))) is not None:
+            if repairable and problem.startswith("completed, but profiles.csv holds no profile"):
+                unprofiled.append(row["run"])
+                continue
+            if not profiles and row["commit"]:
+                raise BadFile(profiles_path, f"holds no profile, and runs.csv's {where} is a completed run")
+            raise BadFile(rows_path, f"{where}: {problem}")
+    orphans = orphan_profiles(rows, profiles)
+    if orphans and not repairable:
+        raise BadFile(profiles_path, f"profile points of {len(orphans)} run(s) no row of runs.csv supports "
+                                     f"(e.g. {printable(orphans[0])[:80]}): left by an interrupted merge? "
+                                     f"Merge again (`{MERGE_COMMAND}`)")
+    return Tables(rows, profiles, sorted(set(unprofiled)), orphans)
+
+
+def read_tables(out: Path, groups=GROUPS, pending: dict | None = None, repairable: bool = False) -> Tables:
+    """The one checked reader of a report's tables: out/runs.csv and out/profiles.csv (or their pending
+    text) read strictly (read_table_text, strict_csv: regular files only, size bounds, the exact header)
+    and checked together (check_tables); BadFile in one line for anything the report cannot stand on.
+    The rebuild, the merge (before it merges anything) and recorded_runs read the tables through it."""
+    pending = pending or {}
+    rows_path, profiles_path = out / "runs.csv", out / "profiles.csv"
+    rows = read_rows(rows_path, pending.get("runs.csv"))
+    profiles = read_profiles(profiles_path, pending.get("profiles.csv"))
+    return check_tables(rows_path, rows, profiles_path, profiles, groups, repairable)
+
+
+def recorded_runs(report: Path, groups=GROUPS) -> set[str]:
+    """The names of the finished runs (completed or diverged) of a report folder's tables, read and
+    checked by read_tables (what sweep_jobs.py --skip-recorded leaves out); BadFile (a ValueError whose
+    str is 'PATH: problem', one line) when the tables cannot be trusted."""
+    return {row["run"] for row in read_tables(Path(report), groups).rows if row["status"] in FINISHED}
 
 
 def profile_of(profiles: dict, run: str, split: str = "train", bn_mode: str = PAPER_MODE) -> list[tuple[int, float]]:
@@ -298,6 +526,8 @@ def record_of(run, fallback: dict) -> tuple[dict, list[tuple]]:
                    "cpu_kernels": machine.get("cpu_kernels") or fallback.get("cpu_kernels"),
                    "device": results.get("device"), "torch": versions.get("torch"),
                    "commit": results.get("commit") or fallback.get("commit")})
+    record = {key: (re.sub(r"[\r\n]+", " ", value) if isinstance(value, str) else value)
+              for key, value in record.items()}   # the tables hold no line break (strict_csv)
     profiles = [(run.name, "train", PAPER_MODE, point, value) for point, value in _layer_points(run.layers)]
     if completed:
         profiles += [(run.name, "test", PAPER_MODE, point, value)
@@ -335,6 +565,78 @@ def same_numbers(first: dict, second: dict) -> bool:
     return all(_same(first.get(key), second.get(key)) for key in COMPARED)
 
 
+EVAL_COLUMNS = ("eval_pearson_r", "eval_rho")    # a merge may fill these in on a recorded row, nothing else
+
+
+def _identity_view(config) -> dict:
+    """A resolved config (a results.json's, a planned job's) without what no run name depends on: the
+    execution keys, the lookup tables and the model's label keys (config_utils.run_identity's rule)."""
+    view = {key: value for key, value in (config or {}).items() if key not in EXECUTION_KEYS and key != LOOKUP_KEY}
+    if isinstance(view.get("model"), dict):
+        view["model"] = {key: value for key, value in view["model"].items() if key not in LABEL_MODEL_KEYS}
+    return view
+
+
+def _leaves(node, prefix: str = ""):
+    """(dotted key, JSON text of the value) of every leaf of nested dicts (a list is one leaf)."""
+    if isinstance(node, dict) and node:
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], json.dumps(node, sort_keys=True, default=str)
+
+
+def identity_hashes(config) -> set[str]:
+    """The identity hashes (config_utils.identity_hash) a resolved config can give: the resolved form no
+    longer says which shape keys (MODEL_SHAPE_KEYS) its model referred to, so one per choice of them."""
+    view = _identity_view(config)
+    hashes = set()
+    for count in range(len(MODEL_SHAPE_KEYS) + 1):
+        for kept in itertools.combinations(MODEL_SHAPE_KEYS, count):
+            identity = {key: value for key, value in view.items() if key not in MODEL_SHAPE_KEYS or key in kept}
+            text = json.dumps(identity, sort_keys=True, default=str)
+            hashes.add(hashlib.sha256(text.encode()).hexdigest()[:8])
+    return hashes
+
+
+NAME_HASH = re.compile(r"-([0-9a-f]{8})$")
+
+
+def claimed_name_problem(run, job) -> str | None:
+    """Why the finished run `run` (its results.json) is not the planned run `job` whose name it claims,
+    or None: its config must give every value of the planned config (execution keys, lookups and labels
+    aside), and its own config must give the name's identity hash (and its identity_hash field, if any)."""
+    own = dict(_leaves(_identity_view(run.config)))
+    for key, value in _leaves(_identity_view(job.config)):
+        if own.get(key) != value:
+            return (f"claims to be planned run {job.run_name}, but its config has {key}={own.get(key, 'nothing')[:40]} "
+                    f"where that run has {value[:40]}: not merged")
+    if match := NAME_HASH.search(job.run_name):
+        if match.group(1) not in identity_hashes(run.config):
+            return f"claims to be planned run {job.run_name}, but its config does not give the hash {match.group(1)}: not merged"
+        claimed = run.results.get("identity_hash")
+        if claimed is not None and claimed != match.group(1):
+            return f"claims to be planned run {job.run_name}, but its identity_hash is {json.dumps(claimed)[:20]}: not merged"
+    return None
+
+
+def record_problem(record: dict, series: list[tuple]) -> str | None:
+    """Why a finished run's row and profile (record_of) cannot be recorded: its numbers out of range
+    (value_problem), its profile points not points (read_profiles' rules), or the two not belonging
+    together (profile_problem); None when they can."""
+    row = {key: record.get(key) for key in RUN_COLUMNS}
+    for split, mode, point, value in series:
+        if not (isinstance(point, int) and 0 <= point <= MAX_LAYERS) or not (value >= 0 or math.isnan(value)):
+            return f"profile point {point!r} with D {value!r}: expected a point in [0, {MAX_LAYERS}] and a D >= 0"
+    if len({(split, mode, point) for split, mode, point, _ in series}) < len(series):
+        return "its profile lists a point twice"
+    return value_problem(row) or profile_problem(row, series)
+
+
+def _same_profile(first: list[tuple], second: list[tuple]) -> bool:
+    return [(s, m, p, repr(v)) for s, m, p, v in sorted(first)] == [(s, m, p, repr(v)) for s, m, p, v in sorted(second)]
+
+
 @dataclass
 class MergeOutcome:
     added: int = 0             # finished runs new to the tables
@@ -344,6 +646,13 @@ class MergeOutcome:
     replaced_differing: list = None   # ... replaced by a run that gave other numbers
     eval_added: int = 0
     outside: int = 0           # finished runs of the logs that the campaign does not plan
+    refused: list = field(default_factory=list)       # (results.json, why): a false name or impossible numbers
+    copies: list = field(default_factory=list)        # (run, paths): copies of a new run that differ: none recorded
+    unplanned: int = 0         # finished rows the campaign no longer plans: kept
+    retired: int = 0           # ... removed, with their profiles (retire_unplanned)
+    dropped_missing: int = 0   # rows of runs not finished that the campaign no longer plans
+    restored: int = 0          # completed rows that had no profile (an interrupted merge): profile added
+    orphans: int = 0           # runs whose profile points no row supports (an interrupted merge): dropped
 
     def lines(self) -> list[str]:
         lines = [f"merged: {self.added} new runs, {self.kept} already recorded (same numbers), "
@@ -351,7 +660,21 @@ class MergeOutcome:
         if self.reproduced or self.replaced_differing:
             lines.append(f"rows recorded before the tables (no profile, no provenance) replaced: {self.reproduced} "
                          f"reproduced bit for bit, {len(self.replaced_differing)} with other numbers")
+        if self.restored or self.orphans:
+            lines.append(f"repaired what an interrupted merge left: {self.restored} profiles restored, the profile "
+                         f"points of {self.orphans} runs without a row dropped")
+        if self.retired:
+            lines.append(f"retired: {self.retired} finished rows the campaign no longer plans, and their profiles "
+                         "(--retire-unplanned)")
+        if self.dropped_missing:
+            lines.append(f"dropped: {self.dropped_missing} rows of runs not finished that the campaign no longer plans")
         lines += [f"warning: {name}: {text}" for name, text in (self.conflicting or []) + (self.replaced_differing or [])]
+        lines += [f"warning: skipping {printable(path)}: {problem}" for path, problem in self.refused]
+        lines += [f"warning: {name}: {len(paths)} copies with different numbers ({', '.join(map(printable, paths))}): "
+                  "none recorded" for name, paths in self.copies]
+        if self.unplanned:
+            lines.append(f"warning: {self.unplanned} finished rows are runs the campaign no longer plans (its config "
+                         "or plan changed?): kept; --retire-unplanned removes them and their profiles")
         return lines
 
 
@@ -360,72 +683,198 @@ def _difference(recorded: dict, fresh: dict) -> str:
                      if not _same(recorded.get(key), fresh.get(key)))
 
 
-def merge(out: Path, log_paths: list[Path], fallback: dict | None = None, groups=GROUPS) -> MergeOutcome:
-    """Add the finished runs under `log_paths` to out/runs.csv and out/profiles.csv (rows of the planned
-    runs not finished anywhere stay `missing`). A recorded run is never replaced, except a row written
-    before the tables existed (no commit): a fresh run of it replaces it and the merge says whether its
-    numbers are the same bit for bit."""
-    outcome, tables = merge_tables(out, log_paths, fallback, groups)
+def merge(out: Path, log_paths: list[Path], fallback: dict | None = None, groups=GROUPS,
+          retire_unplanned: bool = False) -> MergeOutcome:
+    """Add the finished runs under `log_paths` to out/runs.csv and out/profiles.csv (merge_tables), under
+    the report folder's lock, writing both tables together (write_tables)."""
     output_folder(out)
-    write_outputs(out, tables)
+    with folder_lock(out):
+        outcome, tables = merge_tables(out, log_paths, fallback, groups, retire_unplanned)
+        write_tables(out, tables)
     return outcome
 
 
-def merge_tables(out: Path, log_paths: list[Path], fallback: dict | None = None,
-                 groups=GROUPS) -> tuple[MergeOutcome, dict[str, str]]:
-    """merge's outcome and the new content of runs.csv and profiles.csv, nothing written."""
+def _fresh_runs(log_paths: list[Path], jobs: dict, fallback: dict, outcome: MergeOutcome) -> dict:
+    """run name -> (run, its record, its profile rows) of the finished runs under `log_paths` that can be
+    recorded: planned (jobs: name -> job), named as their own config gives (claimed_name_problem), with
+    numbers in range (record_problem), and one copy, or copies with the same numbers and profile."""
+    copies = defaultdict(list)
+    for run in load_runs(log_paths):
+        if run.status in FINISHED:
+            copies[run.name].append(run)
+    fresh = {}
+    for name, runs in copies.items():
+        if name not in jobs:
+            outcome.outside += 1
+            continue
+        candidates = []
+        for run in runs:
+            problem = claimed_name_problem(run, jobs[name])
+            if problem is None:
+                record, profiles = record_of(run, fallback)
+                problem = record_problem(record, [profile[1:] for profile in profiles])
+            if problem is not None:
+                outcome.refused.append((run.path, problem))
+                continue
+            candidates.append((run, record, profiles))
+        if candidates and all(same_numbers(candidates[0][1], other) and _same_profile(candidates[0][2], series)
+                              for _, other, series in candidates[1:]):
+            fresh[name] = candidates[0]
+        elif candidates:
+            outcome.copies.append((name, [run.path for run, _, _ in candidates]))
+    return fresh
+
+
+def _profile_key(series) -> set:
+    return {(split, mode, point, repr(value)) for split, mode, point, value in series}
+
+
+def lost_evidence(before: Tables, rows: list[dict], profiles: dict, retired: set) -> str | None:
+    """What recorded evidence the new tables (`rows`, `profiles`) would lose, or None: every finished row
+    of `before` stays finished in its group, a row with provenance (a commit) keeps every value (eval-mode
+    values may be filled in), and every profile point its row supports stays -- except the (group, run)
+    pairs `retired` names."""
+    after = {(row["group"], row["run"]): row for row in rows}
+    for row in before.rows:
+        pair = (row["group"], row["run"])
+        if row["status"] not in FINISHED or pair in retired:
+            continue
+        new = after.get(pair)
+        if new is None or new["status"] not in FINISHED:
+            return f"the finished row of {row['run']} in group {row['group']} would be dropped"
+        if row["commit"] and any(not _same(row[key], new[key]) for key in RUN_COLUMNS
+                                 if key not in EVAL_COLUMNS or row[key] is not None):
+            return f"the recorded row of {row['run']} in group {row['group']} would change"
+    kept = {row["run"]: row for row in before.rows
+            if row["status"] in FINISHED and (row["group"], row["run"]) not in retired}
+    for name, series in before.profiles.items():
+        if name not in kept or name in before.orphans:
+            continue
+        if not _profile_key(series) <= _profile_key(profiles.get(name, [])):
+            return f"the recorded profile of {name} would lose points"
+    return None
+
+
+def merge_tables(out: Path, log_paths: list[Path], fallback: dict | None = None, groups=GROUPS,
+                 retire_unplanned: bool = False) -> tuple[MergeOutcome, dict[str, str]]:
+    """merge's outcome and the new content of runs.csv and profiles.csv, nothing written.
+
+    The tables are evidence, appended to only. They are read by read_tables (every check of the rebuild)
+    before anything else, so a hand-edited or broken table is refused, not rewritten; what an interrupted
+    merge leaves (a completed row without its profile, profile points without their row) is repaired from
+    the logs. A finished run of the logs is recorded only when _fresh_runs accepts it (planned, named as
+    its config gives, numbers in range, no differing copy). A recorded run is never replaced, except a
+    row written before the tables existed (no commit): a fresh run of it replaces it and the merge says
+    whether its numbers are the same bit for bit. Rows of the planned runs not finished anywhere stay
+    `missing`; finished rows the campaign no longer plans stay, reported, unless retire_unplanned removes
+    them (and says how many). lost_evidence checks the result before it is returned."""
     fallback = fallback or {}
-    rows_path, profiles_path = out / "runs.csv", out / "profiles.csv"
-    recorded = {row["run"]: row for row in (read_rows(rows_path) if os.path.lexists(rows_path) else [])
-                if row["status"] in FINISHED}
-    profiles = read_profiles(profiles_path)
-    runs = {run.name: run for run in load_runs(log_paths) if run.status in FINISHED}
+    rows_path = out / "runs.csv"
+    if os.path.lexists(rows_path):
+        before = read_tables(out, groups, repairable=True)
+    else:   # a new report (the command refuses one without --new-report)
+        profiles_path = out / "profiles.csv"
+        before = check_tables(rows_path, [], profiles_path, read_profiles(profiles_path), groups, repairable=True)
+    recorded = {row["run"]: row for row in before.rows if row["status"] in FINISHED}
+    profiles = {name: list(series) for name, series in before.profiles.items()}
     outcome = MergeOutcome(conflicting=[], replaced_differing=[])
     planned = campaign_jobs(groups)
-    planned_names = {job.run_name for _, job in planned}
-    outcome.outside = sum(name not in planned_names for name in runs)
-    records, done = {}, set()
+    jobs = {}
     for _, job in planned:
-        name = job.run_name
-        if name in done:
-            continue
-        done.add(name)
-        old, run = recorded.get(name), runs.get(name)
-        if run is not None:
-            fresh, fresh_profiles = record_of(run, fallback)
+        jobs.setdefault(job.run_name, job)
+    fresh = _fresh_runs(log_paths, jobs, fallback, outcome)
+    records = {}
+    for name, job in jobs.items():
+        old, (run, new, new_profiles) = recorded.get(name), fresh.get(name, (None, None, None))
         if old is not None and (old.get("commit") or run is None):
             record = {key: old.get(key) for key in RUN_COLUMNS if key != "group"}
             if run is not None:
-                if same_numbers(old, fresh):
-                    outcome.kept += 1
-                else:
+                if not same_numbers(old, new):
                     outcome.conflicting.append((name, "differs from its recorded row, which is kept: "
-                                                + _difference(old, fresh)))
+                                                + _difference(old, new)))
+                else:
+                    outcome.kept += 1
+                    if name in before.unprofiled:    # an interrupted merge wrote the row, not its profile
+                        profiles[name] = [p for p in profiles.get(name, []) if p[1] == "eval"] + \
+                                         [profile[1:] for profile in new_profiles]
+                        outcome.restored += 1
         elif run is not None:
-            record = fresh
-            profiles[name] = [profile[1:] for profile in fresh_profiles]
+            record = new
+            profiles[name] = [profile[1:] for profile in new_profiles]
             if old is None:
                 outcome.added += 1
-            elif same_numbers(old, fresh):
+            elif same_numbers(old, new):
                 outcome.reproduced += 1
             else:
                 outcome.replaced_differing.append((name, "the rerun replaced a row recorded before the "
-                                                   "tables, with other numbers: " + _difference(old, fresh)))
+                                                   "tables, with other numbers: " + _difference(old, new)))
         else:
             record = _missing_record(job)
-        if run is not None and record.get("eval_pearson_r") is None and same_numbers(record, fresh):
+        if run is not None and record.get("eval_pearson_r") is None and same_numbers(record, new):
             evaluated, eval_profiles = _eval_record(run)
-            if evaluated:
+            series = [p for p in profiles.get(name, []) if p[1] != "eval"] + [p[1:] for p in eval_profiles]
+            if evaluated and record_problem({**record, **evaluated}, series) is None:
                 record.update(evaluated)
-                profiles[name] = [p for p in profiles[name] if p[1] != "eval"] + [p[1:] for p in eval_profiles]
+                profiles[name] = series
                 outcome.eval_added += 1
         records[name] = record
     rows = [{"group": group, **records[job.run_name]} for group, job in planned]
-    kept_runs = set(records)
+    planned_pairs = {(group, job.run_name) for group, job in planned}
+    unplanned = [row for row in before.rows if (row["group"], row["run"]) not in planned_pairs]
+    outcome.dropped_missing = sum(row["status"] not in FINISHED for row in unplanned)
+    unplanned = [{**row, **records.get(row["run"], {})} for row in unplanned if row["status"] in FINISHED]
+    retired = {(row["group"], row["run"]) for row in unplanned} if retire_unplanned else set()
+    if retire_unplanned:
+        outcome.retired = len(unplanned)
+    else:
+        rows += unplanned
+        outcome.unplanned = len(unplanned)
+    finished = {row["run"]: row for row in rows if row["status"] in FINISHED}
+    if unprofiled := [name for name in before.unprofiled if name in finished and not any(
+            split == "train" and mode == PAPER_MODE for split, mode, _, _ in profiles.get(name, []))]:
+        raise BadFile(rows_path, f"{len(unprofiled)} completed run(s) without their profile (e.g. "
+                                 f"{printable(unprofiled[0])[:80]}), and the logs merged do not hold them: an "
+                                 "interrupted merge? Merge the logs that hold them")
+    for name in list(profiles):    # keep the series a row supports (orphan_profiles: an interrupted merge's)
+        row = finished.get(name)
+        supported = [p for p in profiles[name] if row is not None and (
+            (p[0], p[1]) == ("train", PAPER_MODE) or (p[0], p[1]) == ("test", PAPER_MODE) and row["status"] == "completed"
+            or p[1] == "eval" and row["eval_pearson_r"] is not None)]
+        if len(supported) < len(profiles[name]) and name in before.orphans:
+            outcome.orphans += 1
+        profiles[name] = supported
+    if (lost := lost_evidence(before, rows, profiles, retired)) is not None:
+        raise BadFile(rows_path, f"{lost}: nothing written (a recorded row or profile is never removed)")
     profile_rows = [{"run": name, "split": split, "bn_mode": mode, "point": point, "D": value}
-                    for name in sorted(profiles) if name in kept_runs
-                    for split, mode, point, value in sorted(profiles[name])]
+                    for name in sorted(profiles) for split, mode, point, value in sorted(profiles[name])]
     return outcome, {"runs.csv": _csv_text(RUN_COLUMNS, rows), "profiles.csv": _csv_text(PROFILE_COLUMNS, profile_rows)}
+
+
+def write_tables(out: Path, tables: dict[str, str]) -> list[Path]:
+    """Write the new runs.csv and profiles.csv together: both names checked (output_path) and both
+    temporaries written and synced before either replaces its file, then profiles.csv first. So no full
+    disk leaves one table new and the other old, and a crash between the two renames leaves profile
+    points no row supports yet, which the rebuild refuses and a re-merge repairs -- never a completed
+    row without its profile."""
+    paths = {name: report_output(out, name) for name in ("profiles.csv", "runs.csv") if name in tables}
+    with contextlib.ExitStack() as stack:
+        temporaries = {name: stack.enter_context(atomic_path(path)) for name, path in reversed(paths.items())}
+        for name, temporary in temporaries.items():
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(tables[name])
+                handle.flush()
+                os.fsync(handle.fileno())
+    return [Path(out) / name for name in ("runs.csv", "profiles.csv") if name in paths]
+
+
+def report_output(out: Path, name: str) -> Path:
+    """summarize_runs.output_path for a file of the report folder, a symbolic link at the name refused
+    in the report's own words (the report has no --out: the folder is its argument)."""
+    path = Path(out).resolve() / name
+    if os.path.islink(path):
+        raise UnsafeOutput(f"{printable(path)} is a symbolic link (to {printable(os.readlink(path))}): refusing "
+                           "to write through or over it; replace it by the file itself")
+    return output_path(out, name)
 
 
 # -------------------------------------------------------------------------------- the context facts
@@ -1014,9 +1463,8 @@ def rebuild(out: Path, groups=GROUPS, pending: dict | None = None) -> tuple[str,
     """README.md's text and each figure's series, from out/runs.csv, out/profiles.csv, out/context.json
     (or their pending content: text of the CSVs, the context as a dict)."""
     pending = pending or {}
-    rows = read_rows(out / "runs.csv", pending.get("runs.csv"))
-    check_rows(out / "runs.csv", rows)
-    profiles = read_profiles(out / "profiles.csv", pending.get("profiles.csv"))
+    tables = read_tables(out, groups, pending)
+    rows, profiles = tables.rows, tables.profiles
     context = pending["context.json"] if "context.json" in pending else read_context(out / "context.json")
     by_group = defaultdict(list)
     for row in rows:
@@ -1035,12 +1483,12 @@ def write_report(out: Path, groups=GROUPS, pending: dict | None = None) -> list[
     drawn = [group for group in groups if figures.get(group.name)]
     output_folder(out)
     for name in [*pending, *(f"{group.name}.png" for group in drawn), "README.md"]:
-        output_path(out, name)           # refuse before drawing anything
+        report_output(out, name)         # refuse before drawing anything
     pngs = {f"{group.name}.png": group_figure_png(group, figures[group.name]) for group in drawn}
     context = pending.pop("context.json", None)
-    written = write_outputs(out, pending)
+    written = write_tables(out, pending)
     if context is not None:
-        atomic_write_json(output_path(out, "context.json"), context)
+        atomic_write_json(report_output(out, "context.json"), context)
         written.append(out / "context.json")
     return written + write_outputs(out, pngs) + write_outputs(out, {"README.md": text})
 
@@ -1056,9 +1504,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commit", help="with --merge: the commit of runs whose results.json records none")
     parser.add_argument("--machine", help="with --merge: the CPU of runs whose results.json records none")
     parser.add_argument("--cpu-kernels", help="with --merge: the CPU kernels of runs that record none")
+    parser.add_argument("--new-report", action="store_true",
+                        help="with --merge: start a new report in a folder that holds no runs.csv yet (without it "
+                             "such a folder is refused: a typo would start an all-missing report)")
+    parser.add_argument("--retire-unplanned", action="store_true",
+                        help="with --merge: remove the finished rows the campaign no longer plans, and their "
+                             "profiles (otherwise they are kept and reported)")
     parser.add_argument("--campaign", action="store_true",
                         help="print the sweep commands of the whole campaign (each skips recorded runs) and exit")
     args = parser.parse_args(argv)
+    for option in ("new_report", "retire_unplanned"):
+        if getattr(args, option) and not args.merge:
+            parser.error(f"--{option.replace('_', '-')} goes with --merge")
     if args.campaign:
         for group in GROUPS:
             for command in group.commands:
@@ -1069,18 +1526,13 @@ def main(argv: list[str] | None = None) -> None:
             if not os.path.lexists(path):
                 parser.error(f"{option} {path}: no such file or folder")
     try:
-        pending, lines = {}, []
-        if args.merge:
-            fallback = {"commit": args.commit, "machine": args.machine, "cpu_kernels": args.cpu_kernels}
-            outcome, tables = merge_tables(args.report, args.merge, fallback, GROUPS)
-            pending.update(tables)
-            lines = outcome.lines()
-        if args.queue_log or args.merge:
-            context = read_context(args.report / "context.json")
-            add_queues(context, args.queue_log)
-            context["epoch_costs"] = read_epoch_costs(args.report / "epoch_costs.csv")
-            pending["context.json"] = context
-        written = write_report(args.report, GROUPS, pending)
+        if args.merge and not os.path.lexists(args.report / "runs.csv") and not args.new_report:
+            raise BadFile(args.report / "runs.csv", "no such file: not a report folder (a typo?); --new-report "
+                                                    "starts a new report there")
+        if args.new_report:
+            output_folder(args.report)
+        with folder_lock(args.report) if args.report.is_dir() else contextlib.nullcontext():
+            written, lines = _report_command(args)   # read, merge and write under the folder's lock
     except (OSError, ValueError, KeyError) as error:   # BadFile and UnsafeOutput (ValueErrors) name their path
         where = "" if isinstance(error, (BadFile, UnsafeOutput)) else f"{args.report}: "
         print(f"error: {printable(where)}{printable(error)}", file=sys.stderr)
@@ -1088,6 +1540,22 @@ def main(argv: list[str] | None = None) -> None:
     for line in lines:
         print(line, file=sys.stderr if line.startswith("warning") else sys.stdout)
     print(f"wrote {', '.join(path.name for path in written)} in {printable(args.report)}")
+
+
+def _report_command(args) -> tuple[list[Path], list[str]]:
+    """main's merge (if asked), context facts and rebuild: the paths written and the merge's lines."""
+    pending, lines = {}, []
+    if args.merge:
+        fallback = {"commit": args.commit, "machine": args.machine, "cpu_kernels": args.cpu_kernels}
+        outcome, tables = merge_tables(args.report, args.merge, fallback, GROUPS, args.retire_unplanned)
+        pending.update(tables)
+        lines = outcome.lines()
+    if args.queue_log or args.merge:
+        context = read_context(args.report / "context.json")
+        add_queues(context, args.queue_log)
+        context["epoch_costs"] = read_epoch_costs(args.report / "epoch_costs.csv")
+        pending["context.json"] = context
+    return write_report(args.report, GROUPS, pending), lines
 
 
 if __name__ == "__main__":
