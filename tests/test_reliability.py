@@ -15,6 +15,7 @@ import torch
 
 from data import cache_file_name, preprocessing_spec, read_valid_cache
 from representation_analysis import profile_fit
+from tests.child_signals import default_signals
 from tests.test_data import mnist_root  # noqa: F401  (fixture)
 from tests.test_end_to_end import ENTRY, REPO_ROOT, results_of, run_cli
 from train_models import train
@@ -106,18 +107,11 @@ def test_fit_uses_only_finite_points_and_counts_the_dropped():
     assert profile_fit([{"index": 0, "value": 1.0}, {"index": 1, "value": math.inf}]) is None
 
 
-def _default_sigint() -> None:
-    """In the child before exec: SIGINT at its default, as in a terminal. A test suite started in the
-    background of a non-interactive shell (`make test &`) ignores SIGINT, and a child would inherit
-    that, ignoring the test's Ctrl-C."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start_run(tmp_path, *overrides):
     command = [sys.executable, str(ENTRY), f"log_root={tmp_path / 'logs'}",
                f"figures_dir={tmp_path / 'figures'}", "progress=false", *overrides]
     return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=_default_sigint)
+                            text=True, preexec_fn=default_signals)
 
 
 def wait_for_training(tmp_path, process, timeout=60):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.child_signals import default_signals
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
 OLD_MIG = "MIG-GPU-1234-abcd/1/0"                       # MIG-GPU-<GPU uuid>/<instance>/<compute instance>
@@ -199,7 +201,7 @@ def test_mig_ids_with_a_slash_give_valid_queue_files(box):
 @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_killed_script_leaves_no_plan_file(box, sent):
     process = subprocess.Popen(["sh", str(RUN_EXPERIMENTS), "--dry-run", "g"], cwd=REPO_ROOT,
-                               env=box.environment(GPUS="", STUB_PLANNER="slow"),
+                               env=box.environment(GPUS="", STUB_PLANNER="slow"), preexec_fn=default_signals,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pid_file = box.bin / "planner.pid"
     deadline = time.monotonic() + 20

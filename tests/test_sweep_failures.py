@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from reproduction_report import queue_statistics
+from tests.child_signals import default_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
@@ -192,7 +193,7 @@ def test_an_interrupted_queue_stops_its_jobs_and_says_so(sweep, sent, to_group):
     process = subprocess.Popen(sweep.command(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=sweep.environment(JOBS="2", STUB_JOBS="5", STUB_SLEEP="60",
                                                                 **outcomes(j1="slow", j2="slow")),
-                               start_new_session=to_group)
+                               start_new_session=to_group, preexec_fn=default_signals)
     pid_files = [sweep.bin / "j1.pid", sweep.bin / "j2.pid"]
     deadline = time.monotonic() + 30
     while not all(path.exists() and path.read_text().strip() for path in pid_files):
@@ -226,7 +227,7 @@ def test_an_interrupted_real_job_leaves_no_partial_run(tmp_path):
     environment = {key: value for key, value in os.environ.items() if key not in INHERITED}
     environment.update(GPUS="", JOBS="1", PYTHON=sys.executable)
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     job_log = logs / "jobs" / "lr-lr=0.01.log"
     deadline = time.monotonic() + 120
     while not (job_log.exists() and "epoch " in job_log.read_text()):          # it trains
