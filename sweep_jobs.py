@@ -295,7 +295,7 @@ def _model_size(key: str) -> tuple[int, int]:
 
 def model_size(cfg) -> tuple[int, int]:
     """(measured points, parameters) of cfg's model, built on the meta device (no memory, no time)."""
-    keys = [key for key in cfg if key not in ("hydra", "lookup")]
+    keys = ["model", "layer_num", "hidden_size", "data"]   # what build_model and the input shape read
     return _model_size(json.dumps(OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True),
                                   sort_keys=True))
 

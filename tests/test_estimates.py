@@ -154,20 +154,19 @@ def test_fast_composition_names_runs_as_hydra_does():
         composer = JobComposer(GlobalHydra.instance().config_loader())
         compared = 0
         for index, (group, jobs) in enumerate(groups):
-            for job in (jobs[0], jobs[len(jobs) // 2], jobs[-1]):
-                extra = EXTRAS[index % len(EXTRAS)]
-                for overrides in (list(job.overrides), [*job.overrides, extra]):
-                    try:
-                        expected = compose("config", overrides=overrides)
-                    except Exception as error:   # noqa: BLE001  (an override this config refuses)
-                        with pytest.raises(type(error)):
-                            composer(overrides)
-                        continue
-                    fast = composer(overrides)
-                    assert run_name(fast) == run_name(expected), (group, overrides)
-                    assert OmegaConf.to_container(fast) == OmegaConf.to_container(expected), (group, overrides)
-                    compared += 1
-        assert compared >= 3 * len(groups)
+            # the first job as planned, the last with an extra override (of another kind per group)
+            for overrides in (list(jobs[0].overrides), [*jobs[-1].overrides, EXTRAS[index % len(EXTRAS)]]):
+                try:
+                    expected = compose("config", overrides=overrides)
+                except Exception as error:   # noqa: BLE001  (an override this config refuses)
+                    with pytest.raises(type(error)):
+                        composer(overrides)
+                    continue
+                fast = composer(overrides)
+                assert run_name(fast) == run_name(expected), (group, overrides)
+                assert OmegaConf.to_container(fast) == OmegaConf.to_container(expected), (group, overrides)
+                compared += 1
+        assert compared >= 1.5 * len(groups)
 
 
 # ------------------------------------------------------------------------------------- dry runs
