@@ -7,27 +7,39 @@ profile, a table per setting and learning rate, and a verdict over seeds compute
 
 The evidence lives in committed tables, not in any machine's logs/: runs.csv (one row per group and run
 of the campaign, finished or not, with the machine, CPU kernels, torch version and commit that produced
-it) and profiles.csv (every measured D: run, split, BatchNorm mode, point). A merge adds the finished
-runs of a logs/ folder (a run name already recorded is never added twice); the rebuild reads the tables
+it) and profiles.csv (every measured D: run, split, BatchNorm mode, point). The rebuild reads the tables
 alone. Each PNG carries the digest of the data it draws, so a test can tell a stale figure.
+
+The tables are append-only evidence. One checked reader, read_tables, reads them for the rebuild, the
+merge and sweep_jobs' --skip-recorded (recorded_runs): regular files only (never a link followed or a
+pipe or device opened), at most MAX_TABLE_BYTES, strict CSV (the exact header, every row whole, no cut
+line), known groups and statuses, numbers in range, no row twice, every completed row with its fit and
+profile. A merge (merge_tables) runs under the report folder's lock, reads the tables through that reader
+before anything else, adds a finished run of the logs only when its config gives the name it claims and
+its numbers are in range (two differing copies: neither), never removes or changes a recorded finished
+row or profile (lost_evidence checks the result; rows the campaign no longer plans stay, reported, unless
+--retire-unplanned removes them), and writes both tables together (write_tables): what an interrupted
+merge leaves is refused by the rebuild and repaired by the next merge. A merge into a folder without
+runs.csv needs --new-report.
 
 Untrusted files. results.json files (runs and their reanalyses) are read and checked by summarize_runs
 (read_json, results_problem: the one reader and schema of both tools); queue logs must be regular UTF-8
-files of at most MAX_QUEUE_LOG_BYTES whose start/exit lines carry valid times. Each such file that fails
-is skipped with one `warning: ... PATH: problem` line on stderr. The report folder's own files (runs.csv,
-profiles.csv, context.json, epoch_costs.csv) are the report's state: one that fails is one `error:
-PATH: problem` line and exit status 2, and so is a bad argument (a --merge or --queue-log path that does
-not exist). Nothing is written until every output is rendered and every output name checked
-(summarize_runs.output_path: no symbolic link or other non-regular file at a name is followed or
-replaced, refused in one error line instead), and each file is then replaced atomically: a run that fails
-leaves the previous README.md, tables and figures as they were. Values from files go into the markdown
-through summarize_runs.markdown_escape / markdown_code and into the CSV through csv_cell.
+files of at most MAX_QUEUE_LOG_BYTES whose start/exit lines carry valid times, each exit after its job's
+start. Each such file that fails is skipped with one `warning: ... PATH: problem` line on stderr. The
+report folder's own files (runs.csv, profiles.csv, context.json, epoch_costs.csv) are the report's
+state: one that fails is one `error: PATH: problem` line and exit status 2, and so is a bad argument (a
+--merge or --queue-log path that does not exist). Nothing is written until every output is rendered and
+every output name checked (report_output: no symbolic link or other non-regular file at a name is
+followed or replaced, refused in one error line instead), and each file is then replaced atomically: a
+run that fails leaves the previous README.md, tables and figures as they were. Values from files go into
+the markdown through summarize_runs.markdown_escape / markdown_code and into the CSV through csv_cell.
 """
 from __future__ import annotations
 
 import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -464,7 +476,12 @@ def profile_of(profiles: dict, run: str, split: str = "train", bn_mode: str = PA
 # ------------------------------------------------------------------------------------- the campaign
 def campaign_jobs(groups=GROUPS) -> list[tuple[str, object]]:
     """[(group name, sweep_jobs.Job)] of every run the campaign plans, in its order (a run may belong to
-    two groups: fig1's adam depth-6 run is also a depth_cfm run)."""
+    two groups: fig1's adam depth-6 run is also a depth_cfm run). Composing them takes some 20 s; the
+    plan is kept in PLAN_CACHE under the digest of everything it depends on (plan_digest), so a merge
+    with an unchanged conf/ reads it back in well under a second."""
+    cache = PLAN_CACHE / f"campaign-{plan_digest(groups)}.json"
+    if (planned := _cached_plan(cache)) is not None:
+        return planned
     from sweep_jobs import sweep_jobs
 
     planned = []
@@ -476,7 +493,53 @@ def campaign_jobs(groups=GROUPS) -> list[tuple[str, object]]:
                 if job.run_name not in seen:
                     seen.add(job.run_name)
                     planned.append((group.name, job))
+    with contextlib.suppress(OSError, ValueError, TypeError):   # no cache: the next merge composes again
+        atomic_write_json(cache, {"plan": [[group, dataclasses.asdict(job)] for group, job in planned]})
     return planned
+
+
+PLAN_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "equi-separation"
+MAX_PLAN_BYTES = 64 * 2 ** 20       # the campaign's plan: some 2 MB
+PLAN_SOURCES = ("sweep_jobs.py", "config_utils.py")   # the code that composes jobs and names runs
+
+
+def plan_digest(groups=GROUPS) -> str:
+    """sha256 of what the campaign's plan depends on: every file under conf/, the code that composes
+    and names the jobs (PLAN_SOURCES), the groups' sweeps, the repository's path (in data_root) and the
+    Hydra and OmegaConf versions."""
+    import importlib.metadata
+
+    from config_utils import CONF_DIR, REPO_ROOT
+
+    digest = hashlib.sha256()
+    for path in sorted(CONF_DIR.rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(CONF_DIR)}\0{len(path.read_bytes())}\0".encode() + path.read_bytes())
+    for name in PLAN_SOURCES:
+        digest.update((REPO_ROOT / name).read_bytes())
+    digest.update(json.dumps([[group.name, group.runs_as, group.sweeps] for group in groups]).encode())
+    digest.update(f"{REPO_ROOT}\0{importlib.metadata.version('hydra-core')}\0"
+                  f"{importlib.metadata.version('omegaconf')}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cached_plan(path: Path) -> list[tuple[str, object]] | None:
+    """The plan campaign_jobs wrote to `path`, or None when there is none usable (missing, unreadable,
+    not a regular file, or not the shape it writes)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        from sweep_jobs import Job
+
+        names = {item.name for item in dataclasses.fields(Job)}
+        planned = []
+        for group, fields_ in read_json(path, MAX_PLAN_BYTES)["plan"]:
+            if set(fields_) != names or not isinstance(group, str):
+                return None
+            planned.append((group, Job(**{**fields_, "overrides": tuple(fields_["overrides"])})))
+        return planned
+    except (BadFile, KeyError, TypeError, ValueError):
+        return None
 
 
 def _eval_reanalysis(run_dir: Path) -> dict | None:
@@ -888,10 +951,21 @@ def _moment(text: str) -> float:
     return datetime.strptime(text, TIMESTAMP).timestamp()
 
 
+QUEUE_JOB = re.compile(r"^\[\d+/\d+\]")   # run_experiments.sh's job number: '[k/N] ...' on its start and exit
+MAX_QUEUE_SECONDS = 366 * 24 * 3600      # a queue log spans at most a year
+
+
+def _queue_job(text: str) -> str:
+    """What pairs a job's exit line with its start line: its [k/N] number, or (older logs) its text."""
+    match = QUEUE_JOB.match(text)
+    return match.group(0) if match else text
+
+
 def queue_events(path: Path, text: str) -> list[tuple[float, int, str]]:
     """(time, 0 for a start or -1 for an exit, job) per start/exit line of a queue log's `text`;
-    BadFile for a line that looks like one but is malformed (its time or exit status)."""
-    events = []
+    BadFile for a line that looks like one but is malformed (its time or exit status), an exit with no
+    start of its job before it (in the file, and in time), or a log spanning over MAX_QUEUE_SECONDS."""
+    events, running = [], defaultdict(list)
     for position, line in enumerate(text.splitlines(), start=1):
         match = QUEUE_LINE.match(line)
         if not match:
@@ -902,7 +976,17 @@ def queue_events(path: Path, text: str) -> list[tuple[float, int, str]]:
             moment = _moment(match.group(1))
         except (ValueError, OverflowError, OSError):
             raise BadFile(path, f"line {position}: {match.group(1)!r} is not a valid time") from None
-        events.append((moment, 0 if match.group(2) == "start" else -1, match.group(3)))
+        job, starting = _queue_job(match.group(3)), match.group(2) == "start"
+        if starting:
+            running[job].append(moment)
+        elif not running[job]:
+            raise BadFile(path, f"line {position}: the exit of {json.dumps(job)[:60]} has no start line before it")
+        elif running[job].pop() > moment:
+            raise BadFile(path, f"line {position}: the exit of {json.dumps(job)[:60]} at {match.group(1)} precedes "
+                                "its start")
+        events.append((moment, 0 if starting else -1, match.group(3)))
+    if events and max(event[0] for event in events) - min(event[0] for event in events) > MAX_QUEUE_SECONDS:
+        raise BadFile(path, f"its start and exit lines span more than {MAX_QUEUE_SECONDS // 86400} days")
     return events
 
 
