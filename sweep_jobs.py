@@ -419,16 +419,18 @@ def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = Fa
         fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
         composer = JobComposer(loader)
         costs = CostModel(report, composer) if compose_jobs and estimate else None
-        result = []
+        result, log_roots = [], []
         for group, presets in groups:
             jobs = []
             for preset in presets:
                 cfg = composer([f"+experiment={preset}", *fixed], hydra=True)
+                log_roots.append(str(cfg.log_root))
                 jobs += preset_jobs(group, preset, list(extras), cfg.hydra, loader)
             if compose_jobs:
                 jobs = [_with_config(job, composer(job.overrides), costs) for job in jobs]
             result.append((group, jobs))
-        log_dir = Path(str(composer(fixed).log_root)) / "jobs"
+        # from a preset's config: the overrides may name keys only the presets' models have (block_num)
+        log_dir = Path(log_roots[0]) / "jobs"
     return result, log_dir
 
 
@@ -444,9 +446,11 @@ def recorded_runs(report: Path) -> set[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Print one command line per run of experiment presets (conf/experiment/).",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Arguments with '=' are overrides added to every run (sweeps like seed=1,2 multiply).")
-    parser.add_argument("names", nargs="*", metavar="GROUP|PRESET|KEY=VALUE")
+    parser.add_argument("names", nargs="*", metavar="GROUP|PRESET|KEY=VALUE",
+                        help="groups (--groups lists them), presets of conf/experiment/, and KEY=VALUE "
+                             "overrides for every run")
     parser.add_argument("--list", action="store_true",
                         help="precede each group by '# group GROUP: N jobs' and end with the total")
     parser.add_argument("--log", action="store_true",

@@ -109,6 +109,14 @@ def test_fig1_jobs_resolve_the_paper_lr_per_optimizer_and_depth():
     assert resolved == pytest.approx(expected)
 
 
+def test_a_key_of_the_presets_models_only_is_taken_for_their_group(tmp_path):
+    # block_num exists only in the residual models' config: the log folder must not be composed without them
+    ((group, jobs),), log_dir = sweep_jobs(["residual"],
+                                           ["block_num=2", f"log_root={tmp_path}"])
+    assert group == "residual" and len(jobs) == 30 and log_dir == tmp_path / "jobs"
+    assert all("model.params.block_num=2" in job.overrides for job in jobs)
+
+
 def test_group_presets_set_what_differs():
     groups, _ = sweep_jobs(["cnn", "residual", "frozen", "shape"])
     groups = dict(groups)
