@@ -436,11 +436,12 @@ def check_tables(rows_path: Path, rows: list[dict], profiles_path: Path, profile
                 raise BadFile(rows_path, f"{where}: status missing, but it holds {', '.join(measured)}")
             continue
         if (problem := profile_problem(row, profiles.get(row["run"], []))) is not None:
+            if not profiles and row["commit"]:   # no crash leaves this (each table is replaced whole)
+                raise BadFile(profiles_path, ("no such file" if not os.path.lexists(profiles_path) else "holds no "
+                                              "profile") + f", and runs.csv's {where} is a completed run")
             if repairable and problem.startswith("completed, but profiles.csv holds no profile"):
                 unprofiled.append(row["run"])
                 continue
-            if not profiles and row["commit"]:
-                raise BadFile(profiles_path, f"holds no profile, and runs.csv's {where} is a completed run")
             raise BadFile(rows_path, f"{where}: {problem}")
     orphans = orphan_profiles(rows, profiles)
     if orphans and not repairable:
@@ -697,7 +698,8 @@ def record_problem(record: dict, series: list[tuple]) -> str | None:
 
 
 def _same_profile(first: list[tuple], second: list[tuple]) -> bool:
-    return [(s, m, p, repr(v)) for s, m, p, v in sorted(first)] == [(s, m, p, repr(v)) for s, m, p, v in sorted(second)]
+    """Whether two profiles (lists of tuples ending in D) are the same bit for bit (nan equals nan)."""
+    return [tuple(map(repr, point)) for point in sorted(first)] == [tuple(map(repr, point)) for point in sorted(second)]
 
 
 @dataclass
