@@ -751,10 +751,12 @@ def _difference(recorded: dict, fresh: dict) -> str:
 def merge(out: Path, log_paths: list[Path], fallback: dict | None = None, groups=GROUPS,
           retire_unplanned: bool = False) -> MergeOutcome:
     """Add the finished runs under `log_paths` to out/runs.csv and out/profiles.csv (merge_tables), under
-    the report folder's lock, writing both tables together (write_tables)."""
+    the report folder's lock, writing both tables together (write_tables) once the new ones pass every
+    check of the rebuild (read_tables)."""
     output_folder(out)
     with folder_lock(out):
         outcome, tables = merge_tables(out, log_paths, fallback, groups, retire_unplanned)
+        read_tables(out, groups, tables)     # what is written passes every check of the rebuild
         write_tables(out, tables)
     return outcome
 
