@@ -38,6 +38,13 @@ def plan():
     return report.campaign_jobs()
 
 
+@pytest.fixture(autouse=True)
+def no_drawing(monkeypatch):
+    """The figures are not what these cases check (test_report checks them): each PNG is a stub, so a
+    merge here takes a second, not five."""
+    monkeypatch.setattr(report, "group_figure_png", lambda group, series: b"PNG stub")
+
+
 @pytest.fixture
 def copy(tmp_path) -> Path:
     """A copy of the committed report folder."""
