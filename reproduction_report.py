@@ -37,6 +37,7 @@ the markdown through summarize_runs.markdown_escape / markdown_code and into the
 from __future__ import annotations
 
 import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
+import argparse
 import contextlib
 import csv
 import dataclasses
@@ -1582,8 +1583,7 @@ def write_report(out: Path, groups=GROUPS, pending: dict | None = None) -> list[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = OneLineParser(description="Merge finished runs into the report's tables and rebuild "
-                                       "its README.md and figures from them.")
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", type=Path, help="the report folder (docs/reproduction)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="LOGS", default=[],
                         help="add the finished runs under these folders (e.g. logs/) to the tables first")

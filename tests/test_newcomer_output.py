@@ -109,7 +109,8 @@ def test_without_a_fig1_run_the_left_out_runs_still_say_why(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------ --help texts
-ENTRY_SCRIPTS = ["summarize_runs.py", "reanalyze.py",
+ENTRY_SCRIPTS = ["summarize_runs.py", "reanalyze.py", "reproduction_report.py", "sweep_jobs.py",
+                 "scripts/readme_table.py",
                  *sorted(str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "benchmarks").glob("*.py"))]
 
 
@@ -127,6 +128,7 @@ def test_help_shows_the_whole_docstring_and_every_option_has_a_help_text(script,
         raise ParserSeen
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_intermixed_args", catch)
     monkeypatch.setattr(sys, "argv", [script, "--help"])
     with pytest.raises(ParserSeen):
         runpy.run_path(str(REPO_ROOT / script), run_name="__main__")
