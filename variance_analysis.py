@@ -294,6 +294,49 @@ def fit_log_linear(layer_indices, values) -> LineFit:
                    dropped=int(y_raw.numel() - x.numel()))
 
 
+
+@dataclass(frozen=True)
+class TwoSegmentFit:
+    """A broken line through ln D_l: slope_before up to the breakpoint layer, slope_after from it on
+    (continuous at the breakpoint); rho_before / rho_after = exp(slope), the per-layer decay ratios."""
+
+    breakpoint: float
+    slope_before: float
+    slope_after: float
+    rho_before: float
+    rho_after: float
+    intercept: float          # ln D at the breakpoint
+    sse: float                # sum of squared residuals of ln D
+    num_points: int
+
+
+def fit_two_segments(layer_indices, values) -> TwoSegmentFit:
+    """Fit ln(values) against layer_indices by two line segments joined at a breakpoint layer, over the
+    finite, positive values: for every interior point b (each segment holds at least two points) the
+    least-squares fit of ln D = c + s1 * min(l - b, 0) + s2 * max(l - b, 0), and the b of the least
+    sum of squared residuals (ties: the earliest b). Raises ValueError with fewer than three usable points.
+    """
+    x_all = torch.as_tensor(layer_indices, dtype=torch.float64)
+    y_raw = torch.as_tensor(values, dtype=torch.float64)
+    usable = torch.isfinite(y_raw) & (y_raw > 0)
+    x, y = x_all[usable], y_raw[usable].log()                      # [n], [n]
+    order = torch.argsort(x)
+    x, y = x[order], y[order]
+    if x.numel() < 3:
+        raise ValueError(f"a two-segment fit needs at least 3 finite positive values, got {x.numel()}")
+    best = None
+    for position in range(1, x.numel() - 1):
+        b = float(x[position])
+        basis = torch.stack([torch.ones_like(x), (x - b).clamp(max=0.0), (x - b).clamp(min=0.0)], dim=1)  # [n, 3]
+        coefficients = torch.linalg.lstsq(basis, y[:, None], driver="gelsd").solution[:, 0]            # [3]
+        sse = float((basis @ coefficients - y).square().sum())
+        if best is None or sse < best[0] - 1e-12:
+            best = (sse, b, coefficients)
+    sse, b, (intercept, before, after) = best
+    return TwoSegmentFit(breakpoint=b, slope_before=float(before), slope_after=float(after),
+                         rho_before=math.exp(float(before)), rho_after=math.exp(float(after)),
+                         intercept=float(intercept), sse=sse, num_points=int(x.numel()))
+
 if __name__ == "__main__":
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(10).repeat_interleave(50)
