@@ -1,4 +1,6 @@
-"""preexec_fn for the children that tests interrupt: the stop signals at their defaults, as in a terminal.
+"""Helpers of the tests that start, interrupt or call commands: the stop signals of a child at their
+defaults, whether a process still runs, and a command's main() run in-process for its exit status and
+output.
 
 A suite started in the background (`make test &`: SIGINT and SIGQUIT ignored) or under nohup (SIGHUP
 ignored) would pass the ignored signals on to its children, and a shell cannot trap a signal that was
@@ -7,8 +9,29 @@ ignored when it started: the tests that send them would fail for how the suite w
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 
 def default_signals() -> None:
+    """preexec_fn of a child that a test interrupts."""
     for sent in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM):
         signal.signal(sent, signal.SIG_DFL)
+
+
+def running(pid: int) -> bool:
+    """Whether process pid exists and is no zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def main_outcome(capsys, main, *argv) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of main(argv) run in this process."""
+    try:
+        main([str(argument) for argument in argv])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

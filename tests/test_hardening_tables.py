@@ -21,6 +21,7 @@ import pytest
 import atomic_io
 import reproduction_report as report
 from summarize_runs import BadFile
+from tests.child_processes import main_outcome
 from tests.test_report import fit_of
 
 pytestmark = pytest.mark.xdist_group("report")   # the plan fixture is built once, as test_report's
@@ -89,13 +90,7 @@ def snapshot(folder: Path) -> dict:
 
 
 def run_main(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        report.main([str(argument) for argument in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return main_outcome(capsys, report.main, *argv)
 
 
 def command(*argv, timeout: float = 120) -> subprocess.CompletedProcess:

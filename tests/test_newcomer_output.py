@@ -19,6 +19,7 @@ import pytest
 import summarize_runs
 from config_utils import ConfigError, run_identity, run_name
 from experiment import epoch_line, fit_summary, progress_label, run_experiment, validate_config
+from tests.child_processes import main_outcome
 from tests.conftest import REPO_ROOT
 from tests.test_summarize import write_run
 
@@ -26,13 +27,7 @@ from tests.test_summarize import write_run
 
 
 def run_summarize(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        summarize_runs.main([str(argument) for argument in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return main_outcome(capsys, summarize_runs.main, *argv)
 
 
 def test_a_missing_path_is_refused_in_one_line_and_nothing_is_written(tmp_path, capsys):

@@ -15,7 +15,7 @@ import torch
 
 from data import cache_file_name, preprocessing_spec, read_valid_cache
 from representation_analysis import profile_fit
-from tests.child_signals import default_signals
+from tests.child_processes import default_signals
 from tests.test_data import mnist_root  # noqa: F401  (fixture)
 from tests.test_end_to_end import ENTRY, REPO_ROOT, results_of, run_cli
 from train_models import train

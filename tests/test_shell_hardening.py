@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.child_signals import default_signals
+from tests.child_processes import default_signals, running
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
@@ -222,14 +222,6 @@ def test_a_killed_script_leaves_no_plan_file(box, sent):
     while running(planner):
         assert time.monotonic() < deadline, "the planner runs on"
         time.sleep(0.02)
-
-
-def running(pid: int) -> bool:
-    """Whether process pid exists and is no zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 def test_a_failing_planner_leaves_no_plan_file(box):

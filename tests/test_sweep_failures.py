@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from reproduction_report import queue_statistics
-from tests.child_signals import default_signals
+from tests.child_processes import default_signals, running
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
@@ -116,14 +116,6 @@ def summary(text: str) -> tuple[int, int, int, int, int]:
 
 def outcomes(**by_job: str) -> dict[str, str]:
     return {f"STUB_OUTCOME_{job.lstrip('j')}": outcome for job, outcome in by_job.items()}
-
-
-def running(pid: int) -> bool:
-    """Whether process pid exists and is no zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
 
 
 # ------------------------------------------------------------------------------------- the CPU queue
