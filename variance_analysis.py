@@ -314,28 +314,42 @@ def fit_two_segments(layer_indices, values) -> TwoSegmentFit:
     """Fit ln(values) against layer_indices by two line segments joined at a breakpoint layer, over the
     finite, positive values: for every interior point b (each segment holds at least two points) the
     least-squares fit of ln D = c + s1 * min(l - b, 0) + s2 * max(l - b, 0), and the b of the least
-    sum of squared residuals (ties: the earliest b). Raises ValueError with fewer than three usable points.
+    sum of squared residuals (ties: the earliest b). Plain Python floats (the normal equations, solved
+    exactly as written), so the result is the same bit for bit on every CPU. Raises ValueError with fewer
+    than three usable points.
     """
-    x_all = torch.as_tensor(layer_indices, dtype=torch.float64)
-    y_raw = torch.as_tensor(values, dtype=torch.float64)
-    usable = torch.isfinite(y_raw) & (y_raw > 0)
-    x, y = x_all[usable], y_raw[usable].log()                      # [n], [n]
-    order = torch.argsort(x)
-    x, y = x[order], y[order]
-    if x.numel() < 3:
-        raise ValueError(f"a two-segment fit needs at least 3 finite positive values, got {x.numel()}")
+    points = sorted((float(x), math.log(float(v))) for x, v in zip(layer_indices, values)
+                    if math.isfinite(float(v)) and float(v) > 0)
+    if len(points) < 3:
+        raise ValueError(f"a two-segment fit needs at least 3 finite positive values, got {len(points)}")
     best = None
-    for position in range(1, x.numel() - 1):
-        b = float(x[position])
-        basis = torch.stack([torch.ones_like(x), (x - b).clamp(max=0.0), (x - b).clamp(min=0.0)], dim=1)  # [n, 3]
-        coefficients = torch.linalg.lstsq(basis, y[:, None], driver="gelsd").solution[:, 0]            # [3]
-        sse = float((basis @ coefficients - y).square().sum())
+    for position in range(1, len(points) - 1):
+        b = points[position][0]
+        basis = [(1.0, min(x - b, 0.0), max(x - b, 0.0)) for x, _ in points]       # [n, 3]
+        gram = [[sum(u[i] * u[j] for u in basis) for j in range(3)] for i in range(3)]
+        moment = [sum(u[i] * y for u, (_, y) in zip(basis, points)) for i in range(3)]
+        coefficients = _solve3(gram, moment)
+        sse = sum((sum(c * u_i for c, u_i in zip(coefficients, u)) - y) ** 2 for u, (_, y) in zip(basis, points))
         if best is None or sse < best[0] - 1e-12:
             best = (sse, b, coefficients)
     sse, b, (intercept, before, after) = best
-    return TwoSegmentFit(breakpoint=b, slope_before=float(before), slope_after=float(after),
-                         rho_before=math.exp(float(before)), rho_after=math.exp(float(after)),
-                         intercept=float(intercept), sse=sse, num_points=int(x.numel()))
+    return TwoSegmentFit(breakpoint=b, slope_before=before, slope_after=after, rho_before=math.exp(before),
+                         rho_after=math.exp(after), intercept=intercept, sse=sse, num_points=len(points))
+
+
+def _solve3(matrix: list[list[float]], vector: list[float]) -> list[float]:
+    """x with matrix @ x = vector for a 3 x 3 matrix (Gaussian elimination with partial pivoting)."""
+    rows = [list(row) + [value] for row, value in zip(matrix, vector)]
+    for column in range(3):
+        pivot = max(range(column, 3), key=lambda r: abs(rows[r][column]))
+        rows[column], rows[pivot] = rows[pivot], rows[column]
+        for r in range(column + 1, 3):
+            factor = rows[r][column] / rows[column][column]
+            rows[r] = [a - factor * c for a, c in zip(rows[r], rows[column])]
+    solution = [0.0, 0.0, 0.0]
+    for r in (2, 1, 0):
+        solution[r] = (rows[r][3] - sum(rows[r][c] * solution[c] for c in range(r + 1, 3))) / rows[r][r]
+    return solution
 
 if __name__ == "__main__":
     generator = torch.Generator().manual_seed(0)
