@@ -71,6 +71,15 @@ R_THRESHOLD = -0.99
 MIN_FIT_POINTS = 3
 SEEDS = (666, 1, 2, 3, 4)
 HOLDS_FRACTION = 0.8       # a setting holds when at least 80% of its seeds show the law (4 of 5; 1 of 1)
+# The margin of a verdict: a seed whose r lies within R_NOISE of R_THRESHOLD may fall on the other side on
+# another CPU. Committed rows rerun on an Intel Xeon (reruns.csv) moved by a median |delta r| of 0.0029 over
+# the first 30 reruns (0.0005 to 0.0225; the depth-18 rows the most), so a setting whose verdict seeds
+# within 0.003 of the threshold decide is *borderline*.
+R_NOISE = 0.003
+# The lr rule's margin: a runner-up lr whose median final training loss is within this fraction of the
+# chosen lr's is as good a choice by training, so a verdict it flips is *decided by the lr rule*.
+LOSS_NEAR = 0.10
+LONGER_EPOCHS = 1200       # group `longer`: the failing settings again at twice the epochs
 FINISHED = ("completed", "diverged")
 ALL_SEEDS = "seed=" + ",".join(str(seed) for seed in SEEDS)
 OTHER_SEEDS = "seed=" + ",".join(str(seed) for seed in SEEDS[1:])
@@ -91,21 +100,54 @@ class Group:
     panels: str | None = None          # figure: one panel per value of this row key
     sweep_group: str | None = None     # the run_experiments.sh group (default: name)
     batch_norm: bool = True            # its models have BatchNorm (the figure names the mode it is measured in)
+    paper_lr: str | None = None        # where the paper's lr of a setting comes from: "fig1.yaml" or "figures"
+    presets: tuple[str, ...] = ()      # the run_experiments.sh group of each part of sweeps (default: runs_as)
+    kind: str = "paper"                # paper: a claim of the paper | longer: failing settings at more epochs
 
     @property
     def runs_as(self) -> str:
         return self.sweep_group or self.name
 
+    def part_groups(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(run_experiments.sh group, overrides) of each part of the group's sweeps."""
+        return [(self.presets[position] if self.presets else self.runs_as, part)
+                for position, part in enumerate(self.sweeps)]
+
     @property
     def commands(self) -> list[str]:
-        return [" ".join(["sh run_experiments.sh", self.runs_as, *part]) for part in self.sweeps]
+        return [" ".join(["sh run_experiments.sh", preset, *part]) for preset, part in self.part_groups()]
+
+
+def _longer(preset: str, *overrides: str, seeds: str = ALL_SEEDS) -> tuple[str, tuple[str, ...]]:
+    """(preset, overrides) of a failing setting's planned runs again at LONGER_EPOCHS epochs: the
+    original group's planned job with epochs=1200 appended (so its run names are those of
+    `representation_dynamics_terminal.py +experiment=PRESET OVERRIDES seed=S epochs=1200`)."""
+    return preset, (*overrides, seeds, f"epochs={LONGER_EPOCHS}")
+
+
+# The settings that do not hold at their training-loss lr (the report of issue 27), each at that lr.
+LONGER_PARTS = (
+    _longer("fig1", "optimization=momentum", "layer_num=18"),
+    _longer("fig1", "optimization=sgd", "layer_num=18"),
+    _longer("imbalanced", "layer_num=6", "lr=0.003"),
+    _longer("imbalanced", "layer_num=18", "lr=0.001"),
+    _longer("depth_cfm", "layer_num=16", "lr=0.001"),
+    _longer("depth_cm5k", "layer_num=1", "lr=0.001"),
+    _longer("depth_cm5k", "layer_num=5", "lr=0.003"),
+    _longer("depth_cm5k", "layer_num=6", "lr=0.003"),
+    _longer("depth_cm5k", "layer_num=16", "lr=0.001"),
+    _longer("shape", "model=FNNMIX", "lr=0.0001", seeds="seed=666"),    # 2,500-wide layers: one seed
+    _longer("shape", "model=FNNSW", "lr=0.0003", seeds="seed=666"),
+    _longer("shape", "model=FNNWS", "lr=0.001", seeds="seed=666"),
+    _longer("original", "data=fashion_mnist", "layer_num=18", "lr=0.0001", seeds="seed=666"),
+)
 
 
 GROUPS = (
     Group("fig1", "With BatchNorm, a feedforward network trained on the 1,000-image Fashion-MNIST "
           "subset separates the classes by the same factor at every layer: ln D_l falls on a straight "
           "line in l, for plain SGD, momentum and Adam alike and at depths 2, 6 and 18.",
-          setting=("optimizer", "depth"), panels="optimizer"),
+          setting=("optimizer", "depth"), panels="optimizer", paper_lr="fig1.yaml"),
     Group("lr", "The law's emergence depends on the learning rate: a depth-7 network trained with plain "
           "SGD shows it at well-chosen rates, while rates that are too small leave the profile curved "
           "at the end of training.", setting=("depth",), lines="lr"),
@@ -126,17 +168,38 @@ GROUPS = (
           sweeps=(("seed=666",), ("model=FNNSW", "lr=3e-4", OTHER_SEEDS), ("model=FNNWS", "lr=1e-3", OTHER_SEEDS),
                   ("model=FNNMIX", "lr=1e-4", OTHER_SEEDS))),
     Group("linearized", "Control: without ReLU (a linear network with BatchNorm) the law does not "
-          "appear: D falls slowly and not geometrically.", setting=("model",), expect="fails", lines="lr"),
+          "appear: D falls slowly and not geometrically.", setting=("model",), expect="fails", lines="lr",
+          paper_lr="figures"),
     Group("nobn", "Control: without BatchNorm a depth-18 network does not train at these rates and "
           "the law does not appear (D grows or scatters).", setting=("model",), expect="fails", lines="lr",
-          batch_norm=False),
+          batch_norm=False, paper_lr="figures"),
     Group("original", "The law at the original size: 1,000-wide networks on the full 32x32 Fashion-MNIST "
           "images (1,024 inputs) at depths 2, 6 and 18 (the cifar10 half needs CIFAR-10, not available "
-          "offline here).", setting=("depth",), sweeps=(("data=fashion_mnist", "seed=666"),)),
+          "offline here).", setting=("depth",), sweeps=(("data=fashion_mnist", "seed=666"),), paper_lr="figures"),
     Group("residual", "Residual networks (GResNet with basic or bottleneck blocks, measured per block or "
           "per conv; ResNetMixV2 with a line per part) show the law too.", setting=("model", "variant"),
           sweeps=(("seed=666",),)),
+    Group("longer", "Not a claim of the paper: every setting that does not hold at its training-loss lr, "
+          f"again at {LONGER_EPOCHS} epochs (twice the paper's 600), same lr and seeds: does r cross "
+          f"{R_THRESHOLD} with more training?", setting=("data", "model", "optimizer", "depth"),
+          sweeps=tuple(part for _, part in LONGER_PARTS), presets=tuple(preset for preset, _ in LONGER_PARTS),
+          kind="longer"),
 )
+# The original repository's published figures (HornHehhf/Equi-Separation, folder figures/; see
+# /work/shared/paper-figures/README.md): each file name holds the setting and the lr of the figure.
+PAPER_FIGURES = (
+    "Linearized__cfm_GLNN_18_100_within_variance_adam_3e-05_terminal_layer_regression.png",
+    "NoBN__cfm_GFNNNoBN_18_100_within_variance_adam_3e-05_terminal_layer_regression.png",
+    "OriginalSize__cifar10_GFNNOriginal_18_1000_within_variance_adam_3e-05_terminal_layer_regression.png",
+    "OriginalSize__cifar10_GFNNOriginal_2_1000_within_variance_adam_0.0001_terminal_layer_regression.png",
+    "OriginalSize__cifar10_GFNNOriginal_6_1000_within_variance_adam_0.0003_terminal_layer_regression.png",
+    "OriginalSize__fashion_mnist_GFNNOriginal_18_1000_within_variance_adam_3e-05_terminal_layer_regression.png",
+    "OriginalSize__fashion_mnist_GFNNOriginal_2_1000_within_variance_adam_0.0001_terminal_layer_regression.png",
+    "OriginalSize__fashion_mnist_GFNNOriginal_6_1000_within_variance_adam_0.0001_terminal_layer_regression.png",
+)
+PAPER_FIGURE_NAME = re.compile(r"^[A-Za-z]+__(?P<data>.+)_(?P<model>[A-Za-z]+)_(?P<depth>\d+)_(?P<width>\d+)_"
+                               r"within_variance_(?P<optimizer>[a-z]+)_(?P<lr>[0-9.e-]+)_terminal_layer_regression\.png$")
+
 BEYOND_GROUPS = ("fig1", "depth_cfm")     # eval-mode reanalysis and test split beside the paper's mode
 NOT_RUN = (                               # (group, why): the groups this CPU did not run
     ("depth_cm", "needs the official MNIST, not available offline here (depth_cm5k runs on real MNIST "
@@ -148,16 +211,21 @@ NOT_RUN = (                               # (group, why): the groups this CPU di
 )
 
 RUN_COLUMNS = ("group", "run", "data", "model", "variant", "depth", "width", "optimizer", "lr", "epochs",
-               "seed", "status", "pearson_r", "rho", "r2", "points", "D_first", "D_last", "train_accuracy",
+               "seed", "status", "pearson_r", "rho", "r2", "points", "D_first", "D_last_layer", "train_accuracy",
                "test_accuracy", "final_train_loss", "wall_seconds", "eval_pearson_r", "eval_rho",
                "test_pearson_r", "test_rho", "test_split", "machine", "cpu_kernels", "device", "torch",
                "commit")
+# D_first and D_last_layer: the D of the first and of the last measured layer, whether or not the fit could
+# use it (a D of 0 or not finite is left out of the fit: nobn's last layer has D 0.0). Tables written before
+# the column was named for what it is call it D_last (LEGACY_RUN_COLUMNS): they are read, and rewritten by a
+# merge, under the new name.
+LEGACY_RUN_COLUMNS = tuple("D_last" if key == "D_last_layer" else key for key in RUN_COLUMNS)
 INTEGER = {"depth", "width", "epochs", "seed", "points"}
-NUMERIC = INTEGER | {"lr", "pearson_r", "rho", "r2", "D_first", "D_last", "train_accuracy", "test_accuracy",
+NUMERIC = INTEGER | {"lr", "pearson_r", "rho", "r2", "D_first", "D_last_layer", "train_accuracy", "test_accuracy",
                      "final_train_loss", "wall_seconds", "eval_pearson_r", "eval_rho", "test_pearson_r",
                      "test_rho"}
 # Numbers a run is identified by: a run name recorded twice must give these bit for bit.
-COMPARED = ("pearson_r", "rho", "D_first", "D_last", "train_accuracy", "test_accuracy", "final_train_loss")
+COMPARED = ("pearson_r", "rho", "D_first", "D_last_layer", "train_accuracy", "test_accuracy", "final_train_loss")
 PROFILE_COLUMNS = ("run", "split", "bn_mode", "point", "D")
 PAPER_MODE = "train_batches"
 MAX_TABLE_BYTES = 64 * 2 ** 20       # runs.csv and profiles.csv: some 1 MB now (the test bounds them at 20 MB)
@@ -174,7 +242,7 @@ MAX_WALL_SECONDS = 30 * 24 * 3600
 R_SLACK = 1e-9
 RANGES = {**{key: (-1 - R_SLACK, 1 + R_SLACK, True) for key in ("pearson_r", "eval_pearson_r", "test_pearson_r")},
           "r2": (0.0, 1 + R_SLACK, True),
-          **{key: (0.0, math.inf, True) for key in ("rho", "eval_rho", "test_rho", "D_first", "D_last")},
+          **{key: (0.0, math.inf, True) for key in ("rho", "eval_rho", "test_rho", "D_first", "D_last_layer")},
           **{key: (0.0, 1.0, False) for key in ("train_accuracy", "test_accuracy")},
           "final_train_loss": (0.0, math.inf, True), "wall_seconds": (0.0, MAX_WALL_SECONDS, False),
           "lr": (0.0, math.inf, False), "depth": (0, 10_000, False), "width": (1, 10 ** 9, False),
@@ -237,11 +305,12 @@ def read_table_text(path: Path, limit: int = MAX_TABLE_BYTES) -> str:
         raise BadFile(path, f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})") from None
 
 
-def strict_csv(path: Path, text: str, columns: tuple[str, ...]) -> list[dict]:
+def strict_csv(path: Path, text: str, columns: tuple[str, ...], legacy: tuple[str, ...] = ()) -> list[dict]:
     """The rows of a report table's `text` as dicts of strings. Strict: the header is exactly `columns`,
     every row has exactly their number of fields, no field holds a line break (the tables' writer puts
     none there, so the rows an unclosed quote swallows are caught), and the text ends with a line end
-    (a cut table); BadFile naming the line otherwise."""
+    (a cut table); BadFile naming the line otherwise. A header `legacy` (the same columns under former
+    names) is read as `columns`."""
     try:
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         lines = [(reader.line_num, fields) for fields in reader]
@@ -249,7 +318,7 @@ def strict_csv(path: Path, text: str, columns: tuple[str, ...]) -> list[dict]:
         raise BadFile(path, f"not CSV ({printable(error)}) at line {reader.line_num}") from None
     if not lines:
         raise BadFile(path, "empty: expected the header " + ",".join(columns))
-    if tuple(lines[0][1]) != columns:
+    if tuple(lines[0][1]) != columns and not (legacy and tuple(lines[0][1]) == legacy):
         header = ",".join(lines[0][1])
         raise BadFile(path, f"header {json.dumps(header)[:200]} is not {','.join(columns)}")
     if not text.endswith("\n"):
@@ -282,7 +351,7 @@ def read_rows(path: Path, text: str | None = None) -> list[dict]:
     """runs.csv (or `text`, its pending content) as dicts (numbers as numbers, empty cells None), read by
     read_table_text and strict_csv; BadFile naming the row of a number that is none. The rows' meaning
     is checked by check_tables."""
-    rows = strict_csv(path, read_table_text(path) if text is None else text, RUN_COLUMNS)
+    rows = strict_csv(path, read_table_text(path) if text is None else text, RUN_COLUMNS, LEGACY_RUN_COLUMNS)
     for position, row in enumerate(rows, start=1):
         for key in RUN_COLUMNS:
             value = row.get(key)
@@ -489,8 +558,8 @@ def campaign_jobs(groups=GROUPS) -> list[tuple[str, object]]:
     planned = []
     for group in groups:
         seen = set()
-        for part in group.sweeps:
-            ((_, jobs),), _ = sweep_jobs([group.runs_as], list(part), compose_jobs=True, estimate=False)
+        for preset, part in group.part_groups():
+            ((_, jobs),), _ = sweep_jobs([preset], list(part), compose_jobs=True, estimate=False)
             for job in jobs:
                 if job.run_name not in seen:
                     seen.add(job.run_name)
@@ -519,7 +588,7 @@ def plan_digest(groups=GROUPS) -> str:
             digest.update(f"{path.relative_to(CONF_DIR)}\0{len(path.read_bytes())}\0".encode() + path.read_bytes())
     for name in PLAN_SOURCES:
         digest.update((REPO_ROOT / name).read_bytes())
-    digest.update(json.dumps([[group.name, group.runs_as, group.sweeps] for group in groups]).encode())
+    digest.update(json.dumps([[group.name, group.part_groups()] for group in groups]).encode())
     digest.update(f"{REPO_ROOT}\0{importlib.metadata.version('hydra-core')}\0"
                   f"{importlib.metadata.version('omegaconf')}".encode())
     return digest.hexdigest()[:16]
@@ -583,6 +652,7 @@ def record_of(run, fallback: dict) -> tuple[dict, list[tuple]]:
                                             "epochs", "seed", "status", "pearson_r", "rho", "D_first",
                                             "D_last", "train_accuracy", "test_accuracy", "final_train_loss",
                                             "wall_seconds")}
+    record["D_last_layer"] = record.pop("D_last")    # summarize_runs' name: the D of the last layer point
     record.update({"run": run.name, "r2": _number(fit.get("r2")),
                    "points": int(fit["num_points"]) if isinstance(fit.get("num_points"), int) else None,
                    "test_pearson_r": _number(test_fit.get("pearson_r")), "test_rho": _number(test_fit.get("rho")),
@@ -716,6 +786,7 @@ class MergeOutcome:
     copies: list = field(default_factory=list)        # (run, paths): copies of a new run that differ: none recorded
     unplanned: int = 0         # finished rows the campaign no longer plans: kept
     retired: int = 0           # ... removed, with their profiles (retire_unplanned)
+    retired_reruns: int = 0    # ... and their reruns (reruns.csv)
     dropped_missing: int = 0   # rows of runs not finished that the campaign no longer plans
     restored: int = 0          # completed rows that had no profile (an interrupted merge): profile added
     orphans: int = 0           # runs whose profile points no row supports (an interrupted merge): dropped
@@ -731,7 +802,7 @@ class MergeOutcome:
                          f"points of {self.orphans} runs without a row dropped")
         if self.retired:
             lines.append(f"retired: {self.retired} finished rows the campaign no longer plans, and their profiles "
-                         "(--retire-unplanned)")
+                         f"(--retire-unplanned)" + (f" and {self.retired_reruns} reruns" if self.retired_reruns else ""))
         if self.dropped_missing:
             lines.append(f"dropped: {self.dropped_missing} rows of runs not finished that the campaign no longer plans")
         lines += [f"warning: {name}: {text}" for name, text in (self.conflicting or []) + (self.replaced_differing or [])]
@@ -757,7 +828,8 @@ def merge(out: Path, log_paths: list[Path], fallback: dict | None = None, groups
     output_folder(out)
     with folder_lock(out):
         outcome, tables = merge_tables(out, log_paths, fallback, groups, retire_unplanned)
-        read_tables(out, groups, tables)     # what is written passes every check of the rebuild
+        checked = read_tables(out, groups, tables)     # what is written passes every check of the rebuild
+        read_reruns(out, checked.rows, tables.get("reruns.csv"))
         write_tables(out, tables)
     return outcome
 
@@ -915,16 +987,22 @@ def merge_tables(out: Path, log_paths: list[Path], fallback: dict | None = None,
         raise BadFile(rows_path, f"{lost}: nothing written (a recorded row or profile is never removed)")
     profile_rows = [{"run": name, "split": split, "bn_mode": mode, "point": point, "D": value}
                     for name in sorted(profiles) for split, mode, point, value in sorted(profiles[name])]
-    return outcome, {"runs.csv": _csv_text(RUN_COLUMNS, rows), "profiles.csv": _csv_text(PROFILE_COLUMNS, profile_rows)}
+    tables = {"runs.csv": _csv_text(RUN_COLUMNS, rows), "profiles.csv": _csv_text(PROFILE_COLUMNS, profile_rows)}
+    if retired and (reruns := read_reruns(out, before.rows)):    # a retired row's reruns go with it
+        kept = [rerun for rerun in reruns if (rerun["group"], rerun["run"]) not in retired]
+        outcome.retired_reruns = len(reruns) - len(kept)
+        if outcome.retired_reruns:
+            tables["reruns.csv"] = _csv_text(RERUN_COLUMNS, kept)
+    return outcome, tables
 
 
 def write_tables(out: Path, tables: dict[str, str]) -> list[Path]:
-    """Write the new runs.csv and profiles.csv together: both names checked (output_path) and both
-    temporaries written and synced before either replaces its file, then profiles.csv first. So no full
-    disk leaves one table new and the other old, and a crash between the two renames leaves profile
-    points no row supports yet, which the rebuild refuses and a re-merge repairs -- never a completed
-    row without its profile."""
-    paths = {name: report_output(out, name) for name in ("profiles.csv", "runs.csv") if name in tables}
+    """Write the new runs.csv and profiles.csv (and reruns.csv, when given) together: every name checked
+    (output_path) and every temporary written and synced before any replaces its file, then reruns.csv
+    and profiles.csv first. So no full disk leaves one table new and the other old, and a crash between
+    the renames leaves profile points no row supports yet, which the rebuild refuses and a re-merge
+    repairs -- never a completed row without its profile."""
+    paths = {name: report_output(out, name) for name in ("reruns.csv", "profiles.csv", "runs.csv") if name in tables}
     with contextlib.ExitStack() as stack:
         temporaries = {name: stack.enter_context(atomic_path(path)) for name, path in reversed(paths.items())}
         for name, temporary in temporaries.items():
@@ -932,7 +1010,7 @@ def write_tables(out: Path, tables: dict[str, str]) -> list[Path]:
                 handle.write(tables[name])
                 handle.flush()
                 os.fsync(handle.fileno())
-    return [Path(out) / name for name in ("runs.csv", "profiles.csv") if name in paths]
+    return [Path(out) / name for name in ("runs.csv", "profiles.csv", "reruns.csv") if name in paths]
 
 
 def report_output(out: Path, name: str) -> Path:
@@ -1027,9 +1105,22 @@ def add_queues(context: dict, queue_logs: list[Path]) -> None:
             continue
         command = next((line[len("# command: "):] for line in read_text(path, MAX_QUEUE_LOG_BYTES).splitlines()
                         if line.startswith("# command: ")), Path(path).name)
-        entry = {"command": command, **queue}
+        entry = {"command": repository_relative(command), **queue}
         queues[:] = [known for known in queues if (known.get("command"), known.get("started"))
                      != (entry["command"], entry["started"])] + [entry]
+    for known in queues:
+        known["command"] = repository_relative(known["command"])
+
+
+ABSOLUTE_OVERRIDE = re.compile(r"(?<=[A-Za-z_]=)(/[^\s'\"]*)")
+
+
+def repository_relative(command: str) -> str:
+    """A recorded command with each absolute path of an override (log_root=/...) relative to the
+    repository, as a user of a checkout types it (log_root=../campaign/logs)."""
+    from config_utils import REPO_ROOT
+
+    return ABSOLUTE_OVERRIDE.sub(lambda match: os.path.relpath(match.group(1), REPO_ROOT), command)
 
 
 def read_epoch_costs(path: Path) -> list[dict]:
@@ -1162,6 +1253,35 @@ class LrCell:
         return sum(row["points"] is not None and row["points"] < MIN_FIT_POINTS for row in self.completed)
 
 
+def needed_seeds(planned: int) -> int:
+    """How many of `planned` seeds must show the law for a setting to hold (HOLDS_FRACTION: 4 of 5, 1 of 1)."""
+    return math.ceil(HOLDS_FRACTION * planned - 1e-9)
+
+
+def _counted_r(row: dict) -> float | None:
+    """The r of a run that can count for the law (completed, a fit of MIN_FIT_POINTS or more), else None."""
+    if row["status"] != "completed" or row["pearson_r"] is None or not math.isfinite(row["pearson_r"]):
+        return None
+    return None if row["points"] is not None and row["points"] < MIN_FIT_POINTS else row["pearson_r"]
+
+
+def count_verdict(rows: list[dict]) -> str:
+    """holds | does not hold | undecided: whether at least needed_seeds of the planned `rows` show the
+    law, with the missing ones unknown."""
+    needed, showing = needed_seeds(len(rows)), sum(shows_law(row) for row in rows)
+    unfinished = sum(row["status"] not in FINISHED for row in rows)
+    return "holds" if showing >= needed else "does not hold" if showing + unfinished < needed else "undecided"
+
+
+def within_noise(rows: list[dict]) -> bool:
+    """Whether moving each seed's r by up to R_NOISE could change count_verdict of the finished `rows`:
+    fewer than needed_seeds show the law by more than the margin, enough do within it."""
+    rs = [_counted_r(row) for row in rows]
+    surely = sum(r is not None and r <= R_THRESHOLD - R_NOISE for r in rs)
+    possibly = sum(r is not None and r <= R_THRESHOLD + R_NOISE for r in rs)
+    return surely < needed_seeds(len(rows)) <= possibly
+
+
 @dataclass
 class Setting:
     key: tuple
@@ -1169,25 +1289,69 @@ class Setting:
     by_loss: LrCell | None           # the lr of the lowest median final training loss (over shared_seeds)
     by_accuracy: LrCell | None       # the lr of the highest median test accuracy (over shared_seeds)
     shared_seeds: tuple              # the seeds every lr of the setting runs at: the lr is chosen over these
+    by_paper: LrCell | None = None   # the lr the paper or its repository names for the setting (paper_lr_of)
+    paper_lr: float | None = None    # that lr, also when the grid has no cell at it
+    runner_up: LrCell | None = None  # the lr of the second-lowest median final training loss
 
-    def verdict(self, cell: LrCell | None) -> str:
-        """holds | does not hold | undecided, over the planned seeds of `cell` by the rule HOLDS_FRACTION
-        states; undecided while any planned run of the setting is missing (it could move the chosen lr)."""
+    def verdict(self, cell: LrCell | None, margin: bool = True) -> str:
+        """holds | does not hold | borderline | undecided, over the planned seeds of `cell` by the rule
+        HOLDS_FRACTION states; borderline when seeds within R_NOISE of the threshold decide it
+        (within_noise; margin=False: the plain count); undecided while any planned run of the setting is
+        missing (it could move the chosen lr)."""
         if cell is None or any(row["status"] == "missing" for known in self.cells for row in known.rows):
             return "undecided"
-        planned = len(cell.rows)
-        needed = math.ceil(HOLDS_FRACTION * planned - 1e-9)
-        finished = len(cell.finished)
-        if cell.showing >= needed:
-            return "holds"
-        if cell.showing + max(planned - finished, 0) < needed:
-            return "does not hold"
-        return "undecided"
+        verdict = count_verdict(cell.rows)
+        return "borderline" if margin and verdict != "undecided" and within_noise(cell.rows) else verdict
+
+    def decided_by_rule(self) -> LrCell | None:
+        """The runner-up lr when the lr rule decides the verdict: its median final training loss within
+        LOSS_NEAR of the chosen lr's and its verdict another (both decided); else None."""
+        chosen, other = self.by_loss, self.runner_up
+        if chosen is None or other is None:
+            return None
+        first, second = chosen.median_loss(self.shared_seeds), other.median_loss(self.shared_seeds)
+        verdicts = {self.verdict(chosen), self.verdict(other)}
+        near = math.isfinite(second) and second <= (1 + LOSS_NEAR) * first
+        return other if near and len(verdicts) == 2 and "undecided" not in verdicts else None
+
+    def largest_holding(self) -> LrCell | None:
+        """The largest lr of the grid at which the setting holds (by the margin rule)."""
+        return next((cell for cell in reversed(self.cells) if self.verdict(cell) == "holds"), None)
 
     @property
     def choice_is_partial(self) -> bool:
         """Some lr runs at more seeds than the lr is chosen over (width, shape: seeds 1-4 at one lr)."""
         return any(len({row["seed"] for row in cell.rows}) > len(self.shared_seeds) for cell in self.cells)
+
+
+def paper_lr_of(group: Group, row: dict) -> float | None:
+    """The lr the paper or its repository names for the setting of `row`, or None: fig1's from the lookup
+    table of conf/experiment/fig1.yaml (the seed commands' lrs), the original group's and the controls'
+    from the file names of the original repository's published figures (PAPER_FIGURES)."""
+    if group.paper_lr == "fig1.yaml":
+        table = _fig1_lookup()
+        return table.get(str(row["optimizer"]), {}).get(f"L{row['depth']}")
+    if group.paper_lr == "figures":
+        return _figure_lrs().get((row["data"], row["model"], row["depth"], row["width"], row["optimizer"]))
+    return None
+
+
+def _fig1_lookup() -> dict:
+    from omegaconf import OmegaConf
+
+    from config_utils import CONF_DIR
+
+    lookup = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / "fig1.yaml"))[LOOKUP_KEY]["lr"]
+    return {optimizer: {depth: float(lr) for depth, lr in lrs.items()} for optimizer, lrs in lookup.items()}
+
+
+def _figure_lrs() -> dict:
+    lrs = {}
+    for name in PAPER_FIGURES:
+        match = PAPER_FIGURE_NAME.match(name)
+        lrs[(match["data"], match["model"], int(match["depth"]), int(match["width"]), match["optimizer"])] = \
+            float(match["lr"])
+    return lrs
 
 
 def settings_of(group: Group, rows: list[dict]) -> list[Setting]:
@@ -1204,7 +1368,11 @@ def settings_of(group: Group, rows: list[dict]) -> list[Setting]:
                       default=None)
         by_accuracy = min(candidates, key=lambda c: (-c.median_test_accuracy(shared), c.median_loss(shared), c.lr),
                           default=None)
-        settings.append(Setting(key, cells, by_loss, by_accuracy, shared))
+        ranked = sorted(candidates, key=lambda c: (c.median_loss(shared), -c.median_test_accuracy(shared), c.lr))
+        paper_lr = paper_lr_of(group, cells[0].rows[0])
+        by_paper = next((cell for cell in cells if paper_lr is not None and math.isclose(cell.lr, paper_lr)), None)
+        settings.append(Setting(key, cells, by_loss, by_accuracy, shared, by_paper, paper_lr,
+                                ranked[1] if len(ranked) > 1 else None))
     return settings
 
 
@@ -1212,19 +1380,42 @@ def _sortable(value):
     return (0, value) if isinstance(value, (int, float)) else (1, str(value))
 
 
+RULES = {"by_paper": "the paper's lr", "by_loss": "lr by training loss", "by_accuracy": "lr by test accuracy"}
+
+
 def group_verdict(group: Group, settings: list[Setting], rule: str = "by_loss") -> str:
+    """The group's verdict over its settings at the lr `rule` picks (RULES): it holds when every
+    setting holds; otherwise how many hold, with the borderline and undecided ones named (they do not
+    hold, nor are they counted against the law); a control fails, as the paper says, when none holds.
+    by_paper judges the settings the paper names an lr for ("no lr named" when none)."""
+    if rule == "by_paper":
+        settings = [setting for setting in settings if setting.paper_lr is not None]
+        if not settings:
+            return "no lr named"
     verdicts = [setting.verdict(getattr(setting, rule)) for setting in settings]
-    holding, undecided = verdicts.count("holds"), verdicts.count("undecided")
-    pending = f" ({undecided} of {len(settings)} settings undecided)" if undecided else ""
+    holding, total = verdicts.count("holds"), len(settings)
+    notes = [f"{verdicts.count(kind)} of {total} settings {kind}" for kind in ("borderline", "undecided")
+             if verdicts.count(kind)]
+    if rule == "by_loss" and (decided := sum(setting.decided_by_rule() is not None for setting in settings)):
+        notes.append(f"{decided} decided by the lr rule")
+    pending = f" ({'; '.join(notes)})" if notes else ""
     if group.expect == "fails":
         if holding:
-            return f"holds in {holding} of {len(settings)} settings (unexpected){pending}"
-        return "undecided" + pending if undecided else "fails, as the paper says"
-    if holding == len(settings):
-        return "holds"
+            return f"holds in {holding} of {total} settings (unexpected){pending}"
+        return ("undecided" if verdicts.count("undecided") == total else "fails, as the paper says") + pending
+    if holding == total:
+        return "holds" + pending
     if holding:
-        return f"partly: holds in {holding} of {len(settings)} settings{pending}"
-    return "undecided" + pending if undecided == len(settings) else "does not hold" + pending
+        return f"partly: holds in {holding} of {total} settings{pending}"
+    for kind in ("undecided", "borderline"):
+        if verdicts.count(kind) == total:
+            return kind + (f" ({notes[-1]})" if rule == "by_loss" and notes[-1].endswith("lr rule") else "")
+    return "does not hold" + pending
+
+
+def some_lr_holds(settings: list[Setting]) -> str:
+    """In how many settings some lr of the grid holds (whatever any lr rule picks)."""
+    return f"in {sum(setting.largest_holding() is not None for setting in settings)} of {len(settings)} settings"
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -1314,6 +1505,150 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
     return buffer.getvalue()
 
 
+GRID_MARKS = {"loss": "lr by training loss", "accuracy": "lr by test accuracy", "paper": "the paper's lr"}
+
+
+def grid_series(group: Group, rows: list[dict]) -> dict | None:
+    """What the group's heat map draws: per setting (a column) and lr of the grid (a row) the seeds that
+    show the law of those planned, the median r, the verdict, and which rules (GRID_MARKS) chose the lr."""
+    settings = settings_of(group, rows)
+    if not settings:
+        return None
+    lrs = sorted({cell.lr for setting in settings for cell in setting.cells})
+    cells = []
+    for column, setting in enumerate(settings):
+        for cell in setting.cells:
+            chosen = (("loss", setting.by_loss), ("accuracy", setting.by_accuracy), ("paper", setting.by_paper))
+            cells.append({"column": column, "row": lrs.index(cell.lr), "showing": cell.showing,
+                          "finished": len(cell.finished), "planned": len(cell.rows), "median_r": _median(cell.rs()),
+                          "verdict": setting.verdict(cell), "marks": [mark for mark, known in chosen if known is cell]})
+    return {"group": group.name, "axis": ", ".join(group.setting), "lrs": lrs, "cells": cells,
+            "columns": [" ".join(str(value) for value in setting.key) for setting in settings]}
+
+
+def grid_figure_png(grid: dict) -> bytes:
+    """A heat map: lr (rows) against the group's settings (columns), each cell coloured by the fraction
+    of its seeds that show the law, with that count and the median r; the lr of each rule framed (black:
+    training loss, blue dashes: test accuracy, a gold star: the paper's). Description: the data digest."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from plotting import set_suptitle
+
+    columns, lrs = grid["columns"], grid["lrs"]
+    figure, axes = plt.subplots(figsize=(max(1.15 * len(columns) + 2.2, 6.0), 0.62 * len(lrs) + 2.4))
+    matrix = [[math.nan] * len(columns) for _ in lrs]
+    for cell in grid["cells"]:
+        matrix[cell["row"]][cell["column"]] = cell["showing"] / cell["planned"] if cell["finished"] else math.nan
+    colours = plt.get_cmap("RdYlGn").with_extremes(bad="0.85")
+    axes.imshow(matrix, cmap=colours, vmin=0.0, vmax=1.0, aspect="auto")
+    for cell in grid["cells"]:
+        x, y = cell["column"], cell["row"]
+        median = "" if cell["median_r"] is None else f"\n{cell['median_r']:.3f}"
+        text = f"{cell['showing']}/{cell['planned']}{median}" if cell["finished"] else "not run"
+        axes.text(x, y, text, ha="center", va="center", fontsize=7)
+        if "loss" in cell["marks"]:
+            axes.add_patch(Rectangle((x - 0.47, y - 0.45), 0.94, 0.9, fill=False, linewidth=2.0, edgecolor="black"))
+        if "accuracy" in cell["marks"]:
+            axes.add_patch(Rectangle((x - 0.40, y - 0.37), 0.80, 0.74, fill=False, linewidth=1.3,
+                                     edgecolor="tab:blue", linestyle="--"))
+        if "paper" in cell["marks"]:
+            axes.plot(x + 0.36, y - 0.28, marker="*", markersize=9, color="gold", markeredgecolor="black")
+    axes.set_xticks(range(len(columns)), [figure_text(column, 40) for column in columns], rotation=30,
+                    ha="right", fontsize=8)
+    axes.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs], fontsize=8)
+    axes.set_xlabel(grid["axis"])
+    axes.set_ylabel("lr")
+    set_suptitle(figure, f"{grid['group']}: seeds that show the law (r <= {R_THRESHOLD}) of those planned, and "
+                 "the median r, at every lr of the grid\nframed: the lr by training loss (black), by test accuracy "
+                 "(blue dashes); gold star: the paper's lr", 8.5)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(grid),
+                                                            "Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def miss_fits(cell: LrCell, profiles: dict) -> list[dict]:
+    """Per completed run of `cell` its profile's finite, positive points and their two-segment fit
+    (variance_analysis.fit_two_segments; None with fewer than 3 points)."""
+    from variance_analysis import fit_two_segments
+
+    fits = []
+    for row in sorted(cell.completed, key=lambda r: SEEDS.index(r["seed"]) if r["seed"] in SEEDS else 99):
+        points = [(x, y) for x, y in profile_of(profiles, row["run"]) if math.isfinite(y) and y > 0]
+        fit = fit_two_segments(*zip(*points)) if len(points) >= 3 else None
+        fits.append({"seed": row["seed"], "points": points, "fit": None if fit is None else {
+            "breakpoint": fit.breakpoint, "rho_before": fit.rho_before, "rho_after": fit.rho_after,
+            "intercept": fit.intercept}})
+    return fits
+
+
+def miss_sentence(fits: list[dict]) -> str:
+    """'decays at rho 0.62 to layer 11, then flattens at rho 0.97' from the medians over the seeds' fits."""
+    fitted = [item["fit"] for item in fits if item["fit"] is not None]
+    if not fitted:
+        return "no profile of 3 or more points to fit"
+    before = statistics.median(fit["rho_before"] for fit in fitted)
+    after = statistics.median(fit["rho_after"] for fit in fitted)
+    layer = statistics.median(fit["breakpoint"] for fit in fitted)
+    first = "decays" if before < 1 else "grows"
+    second = "grows" if after >= 1 else "flattens" if after > before else "falls faster"
+    return (f"{first} at rho {before:.2f} to layer {layer:g}, then {second} at rho {after:.2f} (two-segment fit, "
+            f"median over {len(fitted)} seed{'s' if len(fitted) > 1 else ''})")
+
+
+def misses_figure_png(misses: list[dict]) -> bytes | None:
+    """One panel per failing setting: D_l of each seed (log axis) and its two-segment fit (dashes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from plotting import log_axis_labels, set_suptitle, set_title
+
+    if not misses:
+        return None
+    count = len(misses)
+    columns = min(4, count)
+    rows = math.ceil(count / columns)
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for axes, miss in zip([axes for line in axes_grid for axes in line], misses):
+        for position, item in enumerate(miss["fits"]):
+            color = plt.get_cmap("tab10")(position)
+            axes.semilogy(*zip(*item["points"]), "-", marker="o" if item["seed"] == 666 else None, markersize=2.5,
+                          linewidth=0.9, color=color, label=f"seed {item['seed']}")
+            if (fit := item["fit"]) is not None:
+                xs = [x for x, _ in item["points"]]
+                ends = [min(xs), fit["breakpoint"], max(xs)]
+                slopes = [math.log(fit["rho_before"]), math.log(fit["rho_after"])]
+                ys = [fit["intercept"] + slopes[0] * (ends[0] - ends[1]), fit["intercept"],
+                      fit["intercept"] + slopes[1] * (ends[2] - ends[1])]
+                axes.semilogy(ends, [math.exp(y) for y in ys], "--", linewidth=0.8, color=color)
+        set_title(axes, figure_text(miss["title"], 160), 8)
+        axes.set_xlabel("layer l")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_ylabel("D_l (log scale)")
+        axes.grid(alpha=0.3, which="both")
+        log_axis_labels(axes)
+        axes.legend(fontsize=6)
+    for axes in [axes for line in axes_grid for axes in line][count:]:
+        axes.axis("off")
+    set_suptitle(figure, "The settings that do not hold at their training-loss lr or at the paper's lr: D_l of "
+                 "every seed at that lr (solid) and its two-segment fit (dashes)", 10)
+    figure.tight_layout(rect=(0, 0, 1, 0.98))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(misses),
+                                                            "Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def png_description(path: Path) -> str | None:
     """The tEXt 'Description' of a PNG file (where draw_group_figure puts its data digest)."""
     data = Path(path).read_bytes()
@@ -1352,15 +1687,31 @@ def _r_summary(cell: LrCell) -> str:
     return f"median r {statistics.median(rs):.4f} (range {min(rs):.4f} to {max(rs):.4f})"
 
 
-def _cell_row(group: Group, setting: Setting, cell: LrCell, choosing_column: bool = False) -> str:
+def _dropped_points(cell: LrCell, profiles: dict) -> list[tuple[int, int]]:
+    """(points fitted, points of the profile) of each completed run whose fit left points out (D of 0 or
+    not finite: the fit takes the finite, positive D only)."""
+    dropped = []
+    for row in cell.completed:
+        measured = len(profile_of(profiles, row["run"]))
+        if row["points"] is not None and measured and row["points"] < measured:
+            dropped.append((row["points"], measured))
+    return dropped
+
+
+def _cell_row(group: Group, setting: Setting, cell: LrCell, profiles: dict, choosing_column: bool = False) -> str:
     rs, rhos = cell.rs(), cell.rhos()
     mark = "**" if cell is setting.by_loss else ""
-    lr = f"{mark}{cell.lr:g}{mark}" + (" †" if cell is setting.by_accuracy else "")
+    lr = (f"{mark}{cell.lr:g}{mark}" + (" †" if cell is setting.by_accuracy else "")
+          + (" ★" if cell is setting.by_paper else ""))
     rho = (f"{statistics.mean(rhos):.4f} ± {statistics.stdev(rhos):.4f}" if len(rhos) > 1
            else f"{rhos[0]:.4f}" if rhos else "")
     flags = []
     if cell.two_point:
         flags.append(f"{cell.two_point} fit(s) of 2 points")
+    if dropped := [item for item in _dropped_points(cell, profiles) if item[0] >= MIN_FIT_POINTS]:
+        fitted = sorted({points for points, _ in dropped})
+        span = f"{fitted[0]}" if len(fitted) == 1 else f"{fitted[0]}-{fitted[-1]}"
+        flags.append(f"{len(dropped)} fit(s) dropped points ({span} of {max(m for _, m in dropped)} fitted)")
     diverged = sum(row["status"] == "diverged" for row in cell.rows)
     if diverged:
         flags.append(f"{diverged} diverged")
@@ -1377,34 +1728,94 @@ def _cell_row(group: Group, setting: Setting, cell: LrCell, choosing_column: boo
     return "| " + " | ".join(cells) + " |"
 
 
+def _verdict_at(setting: Setting, cell: LrCell | None, rule: str) -> str:
+    """A settings-table cell: the verdict at the lr `rule` picks, with that lr and the count of seeds."""
+    if rule == "by_paper" and setting.paper_lr is None:
+        return "no lr named"
+    if cell is None:
+        return f"not in the grid ({setting.paper_lr:g})" if rule == "by_paper" else "no finished run"
+    text = f"{setting.verdict(cell)} at {cell.lr:g} ({cell.showing} of {len(cell.rows)})"
+    if rule == "by_loss" and (other := setting.decided_by_rule()) is not None:
+        loss = other.median_loss(setting.shared_seeds) / cell.median_loss(setting.shared_seeds) - 1
+        text += (f"; *decided by the lr rule*: {setting.verdict(other)} at {other.lr:g}, median loss "
+                 f"{loss:+.0%}")
+    return text
+
+
+def _settings_table(group: Group, settings: list[Setting]) -> list[str]:
+    paper = any(setting.paper_lr is not None for setting in settings)
+    header = [*group.setting, *(["at the paper's lr ★"] if paper else []), "at the lr by training loss (bold)",
+              "at the lr by test accuracy (†)", "largest lr that holds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for setting in settings:
+        largest = setting.largest_holding()
+        cells = [_escape(value) for value in setting.key]
+        if paper:
+            cells.append(_verdict_at(setting, setting.by_paper, "by_paper"))
+        cells += [_verdict_at(setting, setting.by_loss, "by_loss"), _verdict_at(setting, setting.by_accuracy,
+                                                                                "by_accuracy"),
+                  f"{largest.lr:g} ({largest.showing} of {len(largest.rows)})" if largest else "none"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+FAILING = ("does not hold", "borderline")
+
+
+def failing_cells(group: Group, setting: Setting) -> list[tuple[LrCell, list[str]]]:
+    """[(cell, the rules that picked it)] of the lrs at which `setting` does not hold or is borderline,
+    by the rules of RULES in their order (the paper's first); none for a control (expected to fail)."""
+    if group.expect != "holds":
+        return []
+    picked = {}
+    for rule in RULES:
+        cell = getattr(setting, rule)
+        if cell is not None and setting.verdict(cell) in FAILING:
+            picked.setdefault(id(cell), (cell, []))[1].append(rule)
+    return list(picked.values())
+
+
+def misses_of(group: Group, settings: list[Setting], profiles: dict) -> list[dict]:
+    """The failing settings of item 4 (not holding at the training-loss lr or at the paper's lr), each at
+    that lr (the paper's first): its title and the two-segment fits of its seeds (miss_fits)."""
+    misses = []
+    for setting in settings:
+        for cell, rules in failing_cells(group, setting):
+            if {"by_paper", "by_loss"} & set(rules):
+                misses.append({"title": f"{group.name}, {' '.join(str(v) for v in setting.key)}, lr {cell.lr:g}: "
+                                        f"{cell.showing} of {len(cell.rows)} seeds",
+                               "group": group.name, "setting": list(setting.key), "lr": cell.lr,
+                               "fits": miss_fits(cell, profiles)})
+                break
+    return misses
+
+
 def _group_section(group: Group, rows: list[dict], profiles: dict) -> tuple[list[str], list[str]]:
     """(the group's markdown, its 'did not reproduce' sentences)."""
     settings = settings_of(group, rows)
     lines = [f"## {group.name}", "", f"**The paper:** {group.claim}", ""]
     if figure_series(group, rows, profiles):
         lines += [f"![{group.name}]({group.name}.png)", ""]
-    verdict_a, verdict_b = group_verdict(group, settings), group_verdict(group, settings, "by_accuracy")
-    lines.append(f"**Verdict:** {verdict_a} (lr by training loss); {verdict_b} (lr by test accuracy).")
-    lines.append("")
+    lines += [f"![{group.name}: the law over the lr grid]({group.name}-grid.png)", ""]
+    verdicts = [(RULES[rule], group_verdict(group, settings, rule)) for rule in RULES
+                if rule != "by_paper" or group.paper_lr]
+    lines.append("**Verdict:** " + "; ".join(f"{verdict} ({rule})" for rule, verdict in verdicts)
+                 + f"; some lr of the grid holds {some_lr_holds(settings)}.")
+    lines += ["", f"Seeds: {_seeds_text(rows)}.", ""]
     problems = []
     for setting in settings:
-        rules = [("training loss", setting.by_loss), ("test accuracy", setting.by_accuracy)]
-        if setting.by_loss is setting.by_accuracy:
-            rules = [("both rules", setting.by_loss)]
-        for rule, cell in rules:
-            verdict = setting.verdict(cell)
-            unexpected = (verdict == "does not hold") if group.expect == "holds" else (verdict == "holds")
-            if unexpected and cell is not None:
-                problems.append(f"{group.name}, {_setting_text(group, setting.key)}: at lr {cell.lr:g} (chosen "
-                                f"by {rule}) {cell.showing} of {len(cell.finished)} seeds show the law, "
-                                f"{_r_summary(cell)}.")
-        changed = setting.verdict(setting.by_loss) != setting.verdict(setting.by_accuracy)
-        if changed:
-            lines.append(f"- The lr rule decides {_setting_text(group, setting.key)}: "
-                         f"{setting.verdict(setting.by_loss)} at lr {setting.by_loss.lr:g} (training loss), "
-                         f"{setting.verdict(setting.by_accuracy)} at lr {setting.by_accuracy.lr:g} (test accuracy).")
-    if any(line.startswith("- The lr rule") for line in lines):
-        lines.append("")
+        for cell, rules in failing_cells(group, setting):
+            names = "; ".join({"by_paper": "the paper's", "by_loss": "training loss",
+                               "by_accuracy": "test accuracy"}[rule] for rule in rules)
+            text = (f"{group.name}, {_setting_text(group, setting.key)}: {setting.verdict(cell)} at lr {cell.lr:g} "
+                    f"({names}): {cell.showing} of {len(cell.finished)} seeds show the law, {_r_summary(cell)}.")
+            if {"by_paper", "by_loss"} & set(rules):
+                largest = setting.largest_holding()
+                text += (f" Shape of the miss: {miss_sentence(miss_fits(cell, profiles))}. Largest lr of the grid that "
+                         "holds: " + (f"{largest.lr:g} ({largest.showing} of {len(largest.rows)} seeds)"
+                                       if largest else "none") + ".")
+            problems.append(text)
+    lines += _settings_table(group, settings)
     choosing = any(setting.choice_is_partial for setting in settings)
     header = [*group.setting, "lr", "seeds", "median final loss",
               *(["loss that picks the lr (shared seeds)"] if choosing else []), "median test acc", "median r",
@@ -1416,13 +1827,60 @@ def _group_section(group: Group, rows: list[dict], profiles: dict) -> tuple[list
                   + "); the other seeds ran at the picked lr only.", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for setting in settings:
-        lines += [_cell_row(group, setting, cell, choosing) for cell in setting.cells]
+        lines += [_cell_row(group, setting, cell, profiles, choosing) for cell in setting.cells]
     test_splits = sorted({row["test_split"] for row in rows if row["test_split"]})
     if test_splits and test_splits != ["official"]:
         lines += ["", f"Test accuracy on the test split: {', '.join(_escape(s) for s in test_splits)} "
                   "(heldout: the images of the source not in the training subset)."]
     lines += ["", "Rerun: " + "; ".join(f"`{command}`" for command in group.commands), ""]
     return lines, problems
+
+
+def _seeds_text(rows: list[dict]) -> str:
+    """How many seeds a group's runs have: '5 (666, 1, 2, 3, 4)', '1 (666)', or per lr when they differ."""
+    by_cell = defaultdict(set)
+    for row in rows:
+        by_cell[(tuple(row.get(key) for key in ("data", "model", "variant", "depth", "width", "optimizer")), row["lr"])].add(
+            row["seed"])
+    counts = sorted({len(seeds) for seeds in by_cell.values()})
+    seeds = sorted({row["seed"] for row in rows}, key=lambda s: SEEDS.index(s) if s in SEEDS else 99)
+    if len(counts) == 1:
+        return f"{counts[0]} per setting and lr ({', '.join(map(str, seeds))})"
+    return (f"{counts[-1]} ({', '.join(map(str, seeds))}) at the lr seed {SEEDS[0]}'s training chose, "
+            f"{counts[0]} ({SEEDS[0]}) at the other lrs")
+
+
+def _longer_section(group: Group, rows: list[dict], all_rows: list[dict]) -> list[str]:
+    """Per failing setting: the law at 600 epochs (its own group's rows) and at LONGER_EPOCHS (`rows`)."""
+    lines = [f"## {group.name}", "", f"**What it asks:** {group.claim}", "",
+             f"| setting | lr | seeds | law at 600 epochs | median r at 600 | law at {LONGER_EPOCHS} epochs | "
+             f"median r at {LONGER_EPOCHS} | median final loss at {LONGER_EPOCHS} | crosses {R_THRESHOLD}? |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    identity = ("data", "model", "variant", "depth", "width", "optimizer", "lr", "seed")
+    shorter = defaultdict(list)
+    for row in all_rows:
+        if row["group"] != group.name:
+            shorter[tuple(row[key] for key in identity)].append(row)
+    for setting in settings_of(group, rows):
+        for cell in setting.cells:
+            before = [next(iter(shorter.get(tuple(row[key] for key in identity[:-1]) + (row["seed"],), [])), None)
+                      for row in cell.rows]
+            before = [row for row in before if row is not None]
+            source = sorted({row["group"] for row in before})
+            verdict = count_verdict(cell.rows)
+            answer = {"holds": "yes", "does not hold": "no", "undecided":
+                      f"waiting ({len(cell.finished)} of {len(cell.rows)} finished)"}[verdict]
+            if verdict != "undecided" and within_noise(cell.rows):
+                answer += " (borderline)"
+            name = ", ".join(source) + ": " + _setting_text(group, setting.key)
+            lines.append(f"| {name} | {cell.lr:g} | {len(cell.rows)} | "
+                         f"{sum(shows_law(row) for row in before)} of {len(before)} | "
+                         f"{_format(_median(r['pearson_r'] for r in before), '.4f')} | "
+                         f"{f'{cell.showing} of {len(cell.finished)}' if cell.finished else ''} | "
+                         f"{_format(_median(cell.rs()), '.4f')} | "
+                         f"{_format(cell.median_loss() if cell.finished else None, '.3g')} | {answer} |")
+    lines += ["", "Rerun: " + "; ".join(f"`{command}`" for command in group.commands), ""]
+    return lines
 
 
 def _beyond_the_paper(rows: list[dict]) -> list[str]:
@@ -1452,57 +1910,210 @@ def _beyond_the_paper(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS) -> str:
-    """README.md of the report, from the tables alone."""
+def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS, reruns: list[dict] | None = None) -> str:
+    """README.md of the report, from the tables alone (reruns: reruns.csv's rows, if any)."""
     by_group = defaultdict(list)
     for row in rows:
         by_group[row["group"]].append(row)
-    shown = [group for group in groups if group.name in by_group]
-    needed = math.ceil(HOLDS_FRACTION * len(SEEDS) - 1e-9)
+    shown = [group for group in groups if group.name in by_group and group.kind == "paper"]
+    needed = needed_seeds(len(SEEDS))
     lines = ["# Reproduction of He & Su, \"A Law of Data Separation in Deep Learning\" (PNAS 2023)", "",
              f"Generated from committed tables: `{MERGE_COMMAND}` adds a machine's finished runs to "
              f"`runs.csv` and `profiles.csv`; `{REBUILD_COMMAND}` rebuilds this file and every figure from "
              "them alone. Do not edit it by hand.", "",
              "**Rules, stated before the results.** A run shows the law when the least-squares line of "
              f"ln D_l against l has Pearson r <= {R_THRESHOLD}, from a fit of at least {MIN_FIT_POINTS} points "
-             "(two points give r = +-1 whatever the profile: such runs are flagged and never count). "
-             f"Every run is repeated over the seeds {', '.join(map(str, SEEDS))} (the seed draws the "
-             "training subset, the initialization and the batch order). In every setting (a depth, width, "
-             "shape, optimizer...) the learning rate is chosen by training alone: the lr of the lowest "
-             "median final training loss over the seeds every lr of the setting ran at (ties: higher median "
-             "test accuracy), never by the r it gives; its lr is **bold** in the tables. At that lr a setting "
-             f"*holds* when at least {needed} of its {len(SEEDS)} seeds show the law (an lr run at one seed: "
-             "that seed), *does "
-             "not hold* when too few do, and is *undecided* while any of its planned runs is missing. A group holds when "
-             "every setting holds; a control group *fails, as the paper says* when no setting holds. A "
-             "second training-only rule, the lr of the highest median test accuracy (marked †), shows "
-             "whether the lr rule decides a verdict. Groups width and shape run seeds 1-4 only at the lr "
-             "seed 666's training chose (the 1,000- and 2,500-wide layers are most of the compute), so their "
-             "lr is picked at seed 666 and judged over the five seeds at that lr. "
-             "Measured as the paper did: BatchNorm in train mode over consecutive batches of 100 training "
-             "images.", "",
+             "(two points give r = +-1 whatever the profile: such runs are flagged and never count; a fit takes "
+             "the finite, positive D only, and a fit that left points out is flagged). "
+             f"A run is repeated over seeds ({', '.join(map(str, SEEDS))}: the seed draws the training subset, "
+             "the initialization and the batch order); the summary table says how many each group has "
+             "(original and residual: seed 666 only). A setting (a depth, width, shape, optimizer...) is judged "
+             "at the lr each of three rules picks. First *the paper's lr*, where the paper or its repository "
+             "names one (★): fig1's from the lookup table of `conf/experiment/fig1.yaml` (the lrs of the "
+             "paper's seed commands), the original group's and the controls' from the file names of the "
+             "original repository's published figures. Then two rules by training alone, never by the r it "
+             "gives: the lr of the lowest median final training loss over the seeds every lr of the setting "
+             "ran at (ties: the higher median test accuracy, then the smaller lr; **bold**), and the lr of the "
+             "highest median test accuracy (ties: the lower median final training loss, then the smaller lr, "
+             "so nobn, where every lr has median test accuracy 0.1000, takes its lowest-loss lr; †). At an lr "
+             f"a setting *holds* when at least {needed} of its {len(SEEDS)} seeds show the law (an lr run at one "
+             "seed: that seed), *does not hold* when too few do, and is *undecided* while any of its planned "
+             f"runs is missing. **Margin:** the same run on another CPU gives another r (the committed rows rerun on "
+             f"an Intel Xeon moved by a median |delta r| of 0.0029 over the first 30 reruns, up to 0.0225 at depth 18: "
+             f"see Numbers across CPUs), so a seed whose r lies within {R_NOISE} of {R_THRESHOLD} may fall on "
+             "either side; a setting whose verdict such seeds decide (fewer than the needed seeds below "
+             f"{R_THRESHOLD - R_NOISE:g}, enough below {R_THRESHOLD + R_NOISE:g}) is *borderline*, ""neither holds nor does not hold. A setting whose runner-up lr by training loss has a median final "
+             f"training loss within {LOSS_NEAR:.0%} of the chosen lr's and another verdict is marked *decided by "
+             "the lr rule*. A group holds when every setting holds; otherwise the verdict says in how many it "
+             "holds and names the borderline and undecided settings, which count neither for nor against the "
+             "law (residual's \"does not hold (4 of 6 settings undecided)\": none of its 2 decided settings "
+             "holds). A control group *fails, as the paper says* when no setting holds. Groups width and "
+             "shape run seeds 1-4 only at the lr seed 666's training chose (the 1,000- and 2,500-wide layers "
+             "are most of the compute), so their lr is picked at seed 666 and judged over the five seeds at "
+             "that lr. Measured as the paper did: BatchNorm in train mode over consecutive batches of 100 "
+             "training images.", "",
+             "The heat map of each group shows the law over its whole lr grid, whatever any rule picks; "
+             "the column *some lr holds* counts the settings in which at least one lr of the grid holds. "
              f"The last column is the verdict the same rules give from seed {SEEDS[0]}'s runs alone (what a "
              "one-seed report says), to show what the other seeds changed.", "",
-             "| group | runs finished | verdict (lr by training loss) | verdict (lr by test accuracy) | "
-             f"seed {SEEDS[0]} alone (lr by training loss) |",
-             "|---|---|---|---|---|"]
-    sections, problems = [], []
+             "| group | seeds | runs finished | verdict at the paper's lr | verdict (lr by training loss) | "
+             f"verdict (lr by test accuracy) | some lr holds | seed {SEEDS[0]} alone (lr by training loss) |",
+             "|---|---|---|---|---|---|---|---|"]
+    sections, problems, misses = [], [], []
     for group in shown:
         members = by_group[group.name]
         settings = settings_of(group, members)
         one_seed = settings_of(group, [row for row in members if row["seed"] == SEEDS[0]])
         finished = sum(row["status"] in FINISHED for row in members)
-        lines.append(f"| [{group.name}](#{group.name}) | {finished} of {len(members)} | "
-                     f"{group_verdict(group, settings)} | {group_verdict(group, settings, 'by_accuracy')} | "
+        seeds = sorted({row["seed"] for row in members})
+        lines.append(f"| [{group.name}](#{group.name}) | {len(seeds)} | {finished} of {len(members)} | "
+                     f"{group_verdict(group, settings, 'by_paper')} | {group_verdict(group, settings)} | "
+                     f"{group_verdict(group, settings, 'by_accuracy')} | {some_lr_holds(settings)} | "
                      f"{group_verdict(group, one_seed)} |")
         section, found = _group_section(group, members, profiles)
         sections += section
         problems += found
-    lines += ["", "## What did not reproduce", ""]
+        misses += misses_of(group, settings, profiles)
+    lines += ["", "## What did not reproduce", "",
+              "Every setting that does not hold (or is borderline) at the lr of a rule, that lr's rules named. "
+              "Where that is the paper's lr or the training-loss lr, a two-segment fit of ln D_l (two lines "
+              "joined at the layer of least squares, per seed) says the shape of the miss, and the largest lr of "
+              "the grid at which the setting holds is named; the figure shows their profiles.", ""]
     lines += [f"- {problem}" for problem in problems] or ["- Every decided verdict is what the paper says."]
-    lines += [""] + sections + _beyond_the_paper(rows)
+    if misses:
+        lines += ["", "![the failing settings' profiles and their two-segment fits](misses.png)"]
+    lines += [""] + sections
+    for group in groups:
+        if group.kind == "longer" and group.name in by_group:
+            lines += _longer_section(group, by_group[group.name], rows)
+    lines += _beyond_the_paper(rows) + _across_cpus(rows, reruns or [], groups)
     lines += _not_run(context) + _machines(rows, context)
     return "\n".join(lines) + "\n"
+
+
+RERUN_COLUMNS = ("run", "group", "machine", "cpu_kernels", "pearson_r", "rho", "final_train_loss", "test_accuracy",
+                 "recorded_machine", "recorded_pearson_r")
+RERUN_NUMBERS = ("pearson_r", "rho", "final_train_loss", "test_accuracy", "recorded_pearson_r")
+RERUNS_COMMAND = "python reproduction_report.py docs/reproduction --reruns DIR"
+
+
+def read_reruns(out: Path, rows: list[dict], text: str | None = None) -> list[dict]:
+    """out/reruns.csv (or `text`, its pending content): committed rows rerun on another machine, [] when
+    there is no such file. Read as runs.csv is (read_table_text, strict_csv: regular file, size bound,
+    exact header, whole rows) and checked against runs.csv's `rows`: every rerun is a completed row of
+    its group whose machine and r are recorded as the row has them, its numbers in range, no (run,
+    machine) twice; BadFile naming the row otherwise."""
+    path = Path(out) / "reruns.csv"
+    if text is None and not os.path.lexists(path):
+        return []
+    reruns = strict_csv(path, read_table_text(path) if text is None else text, RERUN_COLUMNS)
+    recorded = {(row["group"], row["run"]): row for row in rows if row["status"] == "completed"}
+    seen = set()
+    for position, rerun in enumerate(reruns, start=1):
+        for key in RERUN_NUMBERS:
+            rerun[key] = _table_number(path, position, key, rerun[key])
+        rerun.update({key: rerun[key][1:] for key in ("machine", "recorded_machine") if rerun[key].startswith("'")})
+        problem = value_problem({key: rerun[key] for key in RERUN_NUMBERS[:-1]} | {"status": "completed"})
+        if problem is None and not -1 - R_SLACK <= rerun["recorded_pearson_r"] <= 1 + R_SLACK:
+            problem = f"recorded_pearson_r {rerun['recorded_pearson_r']!r} is outside [-1, 1]"
+        row = recorded.get((rerun["group"], rerun["run"]))
+        if problem is None and row is None:
+            problem = f"{printable(rerun['run'])[:80]} is no completed row of group {printable(rerun['group'])[:40]} in runs.csv"
+        elif problem is None and (row["machine"] != rerun["recorded_machine"] or row["pearson_r"] != rerun["recorded_pearson_r"]):
+            problem = "its recorded machine or r is not what runs.csv holds"
+        elif problem is None and (rerun["run"], rerun["machine"]) in seen:
+            problem = f"{printable(rerun['run'])[:80]} on {printable(rerun['machine'])[:60]} is listed twice"
+        if problem is not None:
+            raise BadFile(path, f"row {position}: {problem}")
+        seen.add((rerun["run"], rerun["machine"]))
+    return reruns
+
+
+def record_reruns(out: Path, rerun_logs: list[Path]) -> tuple[str, list[str]]:
+    """The new text of out/reruns.csv with the completed runs under `rerun_logs` that rerun a completed
+    row of runs.csv (named as their config gives: claimed_name_problem), and the lines to print. Rows
+    already there stay as they are (a (run, machine) rerun again with other numbers: a warning)."""
+    tables = read_tables(out)
+    reruns = read_reruns(out, tables.rows)
+    known = {(rerun["run"], rerun["machine"]): rerun for rerun in reruns}
+    recorded = {}
+    for row in tables.rows:
+        if row["status"] == "completed":
+            recorded.setdefault(row["run"], row)
+    jobs = {job.run_name: job for _, job in campaign_jobs()}
+    lines, added = [], 0
+    for run in load_runs(rerun_logs):
+        row = recorded.get(run.name)
+        if run.status != "completed" or row is None:
+            lines.append(f"warning: {printable(run.name)}: not a completed row of runs.csv rerun: not recorded")
+            continue
+        if (problem := claimed_name_problem(run, jobs[run.name]) if run.name in jobs else "not planned") is not None:
+            lines.append(f"warning: skipping {printable(run.path)}: {problem}")
+            continue
+        record, _ = record_of(run, {})
+        rerun = {"run": run.name, "group": row["group"], "machine": record["machine"] or "not recorded",
+                 "cpu_kernels": record["cpu_kernels"] or "", **{key: record[key] for key in RERUN_NUMBERS[:-1]},
+                 "recorded_machine": row["machine"], "recorded_pearson_r": row["pearson_r"]}
+        if (problem := value_problem({**rerun, "status": "completed"})) is not None:
+            lines.append(f"warning: skipping {printable(run.path)}: {problem}")
+            continue
+        if (old := known.get((run.name, rerun["machine"]))) is not None:
+            if any(not _same(old[key], rerun[key]) for key in RERUN_NUMBERS[:-1]):
+                lines.append(f"warning: {printable(run.name)}: rerun on {printable(rerun['machine'])} again with other "
+                             "numbers: the recorded rerun is kept")
+            continue
+        known[(run.name, rerun["machine"])] = rerun
+        reruns.append(rerun)
+        added += 1
+    lines.insert(0, f"reruns: {added} new, {len(reruns)} in all")
+    return _csv_text(RERUN_COLUMNS, reruns), lines
+
+
+def _across_cpus(rows: list[dict], reruns: list[dict], groups=GROUPS) -> list[str]:
+    """The section 'Numbers across CPUs': per rerun |delta r|, and per setting holding a rerun row
+    whether any rule's verdict moves when the rerun's numbers replace the committed ones."""
+    lines = ["## Numbers across CPUs", ""]
+    if not reruns:
+        return lines + [f"No committed row is rerun on another CPU in this report yet (`{RERUNS_COMMAND}` records "
+                        "the completed runs of DIR that rerun one, in reruns.csv).", ""]
+    deltas = [abs(rerun["pearson_r"] - rerun["recorded_pearson_r"]) for rerun in reruns]
+    crossed = sum((rerun["pearson_r"] <= R_THRESHOLD) != (rerun["recorded_pearson_r"] <= R_THRESHOLD) for rerun in reruns)
+    machines = sorted({rerun["machine"] for rerun in reruns})
+    lines += [f"{len(reruns)} committed rows rerun (reruns.csv, `{RERUNS_COMMAND}`) on {', '.join(map(_escape, machines))}: "
+              f"|delta r| median {statistics.median(deltas):.4f}, largest {max(deltas):.4f}; {crossed} rerun(s) "
+              f"crossed {R_THRESHOLD}. The torch kernels are pinned to AVX2 on both, yet the numbers differ: "
+              "the committed rows are bit for bit only on the CPU family that made them.", "",
+              "| run | group | made on | r there | rerun on | r here | abs(delta r) | final loss there / here |",
+              "|---|---|---|---|---|---|---|---|"]
+    committed = {(row["group"], row["run"]): row for row in rows}
+    for rerun, delta in sorted(zip(reruns, deltas), key=lambda item: (item[0]["group"], item[0]["run"])):
+        row = committed[(rerun["group"], rerun["run"])]
+        lines.append(f"| {_escape(rerun['run'])} | {_escape(rerun['group'])} | {_escape(rerun['recorded_machine'])} | "
+                     f"{rerun['recorded_pearson_r']:.4f} | {_escape(rerun['machine'])} | {rerun['pearson_r']:.4f} | "
+                     f"{delta:.4f} | {_format(row['final_train_loss'], '.3g')} / {rerun['final_train_loss']:.3g} |")
+    lines += ["", "Per setting with a rerun row: its verdict at each rule's lr with the committed numbers and with "
+              "the reruns' in their place (the lr rules may pick another lr with the new losses).", ""]
+    by_run = defaultdict(list)
+    for rerun in reruns:
+        by_run[rerun["run"]].append(rerun)
+    moves = []
+    for group in groups:
+        if group.kind != "paper":
+            continue
+        members = [row for row in rows if row["group"] == group.name]
+        swapped = [{**row, **{key: by_run[row["run"]][-1][key] for key in RERUN_NUMBERS[:-1]}}
+                   if row["run"] in by_run and row["status"] == "completed" else row for row in members]
+        for before, after in zip(settings_of(group, members), settings_of(group, swapped)):
+            if not any(row["run"] in by_run for cell in before.cells for row in cell.rows):
+                continue
+            changes = [f"{RULES[rule]}: {before.verdict(getattr(before, rule))} at {getattr(before, rule).lr:g} -> "
+                       f"{after.verdict(getattr(after, rule))} at {getattr(after, rule).lr:g}"
+                       for rule in RULES if getattr(before, rule) is not None and getattr(after, rule) is not None
+                       and (before.verdict(getattr(before, rule)), getattr(before, rule).lr)
+                       != (after.verdict(getattr(after, rule)), getattr(after, rule).lr)]
+            moves.append(f"- {group.name}, {_setting_text(group, before.key)}: "
+                         + ("; ".join(changes) if changes else "no verdict and no lr moves") + ".")
+    return lines + moves + [""]
 
 
 def _not_run(context: dict) -> list[str]:
@@ -1542,38 +2153,56 @@ def _machines(rows: list[dict], context: dict) -> list[str]:
         lines.append(f"- Sweep {markdown_code(queue['command'])} (started {_escape(queue.get('started') or '?')}): "
                      f"{queue['jobs']} jobs, at most {queue['peak_parallel_jobs']} at once, "
                      f"{queue['wall_seconds'] / 60:.1f} min wall time.")
-    lines.append("- Rows whose machine is 'not recorded' were run before the tables existed (the one-seed "
-                 "report of 2026-11-27, on an AMD EPYC with AVX2 kernels): they hold no profile.")
+    if any(row["machine"] is None for row in unique.values()):
+        lines.append("- Rows whose machine is 'not recorded' were run before the tables existed (the one-seed "
+                     "report of 2026-11-27, on an AMD EPYC with AVX2 kernels): they hold no profile.")
     return lines
 
 
 # -------------------------------------------------------------------------------------- the commands
-def rebuild(out: Path, groups=GROUPS, pending: dict | None = None) -> tuple[str, dict[str, list[dict]]]:
-    """README.md's text and each figure's series, from out/runs.csv, out/profiles.csv, out/context.json
-    (or their pending content: text of the CSVs, the context as a dict)."""
+def rebuild(out: Path, groups=GROUPS, pending: dict | None = None) -> tuple[str, dict[str, object]]:
+    """README.md's text and each figure's data (name without .png -> what it draws), from out/runs.csv,
+    out/profiles.csv, out/reruns.csv, out/context.json (or their pending content: text of the CSVs, the
+    context as a dict)."""
     pending = pending or {}
     tables = read_tables(out, groups, pending)
     rows, profiles = tables.rows, tables.profiles
+    reruns = read_reruns(out, rows, pending.get("reruns.csv"))
     context = pending["context.json"] if "context.json" in pending else read_context(out / "context.json")
     by_group = defaultdict(list)
     for row in rows:
         by_group[row["group"]].append(row)
-    figures = {group.name: figure_series(group, by_group[group.name], profiles)
-               for group in groups if group.name in by_group}
-    return render(rows, profiles, context, groups), figures
+    figures, misses = {}, []
+    for group in groups:
+        if group.name in by_group and group.kind == "paper":
+            figures[group.name] = figure_series(group, by_group[group.name], profiles)
+            figures[f"{group.name}-grid"] = grid_series(group, by_group[group.name])
+            misses += misses_of(group, settings_of(group, by_group[group.name]), profiles)
+    figures["misses"] = misses
+    return render(rows, profiles, context, groups, reruns), figures
+
+
+def figure_png(name: str, data, groups=GROUPS) -> bytes | None:
+    """The PNG of the figure `name` of rebuild (a group's profiles, its heat map '-grid', or 'misses')."""
+    if name == "misses":
+        return misses_figure_png(data)
+    if name.endswith("-grid"):
+        return grid_figure_png(data) if data else None
+    return group_figure_png(next(group for group in groups if group.name == name), data)
 
 
 def write_report(out: Path, groups=GROUPS, pending: dict | None = None) -> list[Path]:
-    """README.md and one PNG per group with profiles, rebuilt from the tables in `out` (or `pending`:
-    name -> the new runs.csv or profiles.csv text, or the context.json dict, written too). Everything is
-    rendered and every output name checked (output_path) before anything is written; README.md last."""
+    """README.md and the PNGs of the figures with data, rebuilt from the tables in `out` (or `pending`:
+    name -> the new runs.csv, profiles.csv or reruns.csv text, or the context.json dict, written too).
+    Everything is rendered and every output name checked (output_path) before anything is written;
+    README.md last."""
     pending = dict(pending or {})
     text, figures = rebuild(out, groups, pending)
-    drawn = [group for group in groups if figures.get(group.name)]
+    drawn = [name for name, data in figures.items() if data]
     output_folder(out)
-    for name in [*pending, *(f"{group.name}.png" for group in drawn), "README.md"]:
+    for name in [*pending, *(f"{name}.png" for name in drawn), "README.md"]:
         report_output(out, name)         # refuse before drawing anything
-    pngs = {f"{group.name}.png": group_figure_png(group, figures[group.name]) for group in drawn}
+    pngs = {f"{name}.png": figure_png(name, figures[name], groups) for name in drawn}
     context = pending.pop("context.json", None)
     written = write_tables(out, pending)
     if context is not None:
@@ -1598,6 +2227,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retire-unplanned", action="store_true",
                         help="with --merge: remove the finished rows the campaign no longer plans, and their "
                              "profiles (otherwise they are kept and reported)")
+    parser.add_argument("--reruns", type=Path, nargs="+", metavar="DIR", default=[],
+                        help="record the completed runs under these folders that rerun a committed row (on another "
+                             "machine) in reruns.csv, then rebuild")
     parser.add_argument("--campaign", action="store_true",
                         help="print the sweep commands of the whole campaign (each skips recorded runs) and exit")
     args = parser.parse_args(argv)
@@ -1609,7 +2241,7 @@ def main(argv: list[str] | None = None) -> None:
             for command in group.commands:
                 print(command.replace("sh run_experiments.sh ", f"sh run_experiments.sh --skip-recorded {args.report} "))
         return
-    for option, paths in (("--merge", args.merge), ("--queue-log", args.queue_log)):
+    for option, paths in (("--merge", args.merge), ("--queue-log", args.queue_log), ("--reruns", args.reruns)):
         for path in paths:
             if not os.path.lexists(path):
                 parser.error(f"{option} {path}: no such file or folder")
@@ -1638,6 +2270,11 @@ def _report_command(args) -> tuple[list[Path], list[str]]:
         outcome, tables = merge_tables(args.report, args.merge, fallback, GROUPS, args.retire_unplanned)
         pending.update(tables)
         lines = outcome.lines()
+    if args.reruns:
+        if args.merge:
+            raise BadFile(args.report / "reruns.csv", "--reruns goes without --merge (record the reruns of merged tables)")
+        pending["reruns.csv"], rerun_lines = record_reruns(args.report, args.reruns)
+        lines += rerun_lines
     if args.queue_log or args.merge:
         context = read_context(args.report / "context.json")
         add_queues(context, args.queue_log)

@@ -147,7 +147,7 @@ def test_a_legacy_row_is_replaced_by_a_fresh_run_that_says_whether_it_is_bitwise
     out.mkdir()
     fit = fit_of(STRAIGHT[:job.config["layer_num"] + 2])
     legacy = {"group": "fig1", "run": job.run_name, "status": "completed", "pearson_r": fit["pearson_r"],
-              "rho": fit["rho"], "D_first": 30.0, "D_last": STRAIGHT[job.config["layer_num"] + 1],
+              "rho": fit["rho"], "D_first": 30.0, "D_last_layer": STRAIGHT[job.config["layer_num"] + 1],
               "train_accuracy": 1.0, "test_accuracy": 0.8, "final_train_loss": 0.01}
     (out / "runs.csv").write_text(report._csv_text(report.RUN_COLUMNS, [legacy]))
     write_results(logs, job)
@@ -159,12 +159,15 @@ def test_a_legacy_row_is_replaced_by_a_fresh_run_that_says_whether_it_is_bitwise
 
 def test_verdicts_over_seeds_follow_the_stated_rules(built):
     _, _, _, _, _, text, _ = built
-    assert "| [fig1](#fig1) | 44 of 45 | partly: holds in 7 of 9 settings (1 of 9 settings undecided) |" in text
-    # seed 666 alone, as a one-seed report would judge: every fig1 setting holds (the misses are other seeds')
-    assert ("| [fig1](#fig1) | 44 of 45 | partly: holds in 7 of 9 settings (1 of 9 settings undecided) | partly: "
-            "holds in 7 of 9 settings (1 of 9 settings undecided) | holds |") in text
-    assert ("- fig1, optimizer momentum, depth 18: at lr 0.001 (chosen by both rules) 3 of 5 seeds show the law"
-            in text)
+    # seeds, runs finished, the paper's lr (none named by this test group), the two training-only rules, the
+    # settings where some lr holds, and seed 666 alone, as a one-seed report would judge: every fig1 setting
+    # holds (the misses are other seeds')
+    assert ("| [fig1](#fig1) | 5 | 44 of 45 | no lr named | partly: holds in 7 of 9 settings (1 of 9 settings "
+            "undecided) | partly: holds in 7 of 9 settings (1 of 9 settings undecided) | in 7 of 9 settings | holds |"
+            ) in text
+    assert ("- fig1, optimizer momentum, depth 18: does not hold at lr 0.001 (training loss; test accuracy): 3 of 5 "
+            "seeds show the law" in text)
+    assert "| momentum | 18 | does not hold at 0.001 (3 of 5) | does not hold at 0.001 (3 of 5) | none |" in text
     assert "| adam | 6 | **0.001** † | 5 of 5 |" in text and "| 4 of 5 |" in text
     assert "1 fit(s) of 2 points" in text                       # adam depth 2, seed 2: flagged, not counted
     assert "| sgd | 2 | **0.3** † | 4 of 5 | 0.01 | 0.8000 | -1.0000 | -1.0000 to -1.0000 | 0.3333 ± 0.0000 | 4 of 4 | 1 not run |" in text
@@ -176,7 +179,8 @@ def test_the_lr_rules_are_training_only_and_a_second_rule_is_shown(built):
     (setting,) = settings
     assert setting.by_loss.lr == 0.001 and setting.by_accuracy.lr == 3e-5
     assert "| GLNN | **0.001** |" in text and "| GLNN | 3e-05 † |" in text
-    assert "| [linearized](#linearized) | 25 of 25 | fails, as the paper says | fails, as the paper says |" in text
+    assert ("| [linearized](#linearized) | 5 | 25 of 25 | no lr named | fails, as the paper says | fails, as the "
+            "paper says |") in text
     assert "1 diverged" in text
 
 
@@ -187,14 +191,16 @@ def test_beyond_the_paper_compares_modes_and_splits_over_seeds(built):
 
 def test_rebuild_from_the_tables_alone_gives_the_report_and_its_figures(built, tmp_path):
     out, _, _, _, written, text, _ = built
-    assert {path.name for path in written} == {"fig1.png", "linearized.png", "README.md"}
+    assert {path.name for path in written} == {"fig1.png", "fig1-grid.png", "linearized.png", "linearized-grid.png",
+                                               "misses.png", "README.md"}
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     for name in ("runs.csv", "profiles.csv", "context.json"):
         (fresh / name).write_bytes((out / name).read_bytes())
     rebuilt, figures = report.rebuild(fresh, GROUPS)
     assert rebuilt == text
-    assert report.png_description(out / "fig1.png") == "data sha256 " + report.series_digest(figures["fig1"])
+    for name in ("fig1", "fig1-grid", "linearized", "linearized-grid", "misses"):     # the heat maps too
+        assert report.png_description(out / f"{name}.png") == "data sha256 " + report.series_digest(figures[name])
     assert len(figures["fig1"]) == 44          # every seed at its setting's (only) lr
     assert len(figures["linearized"]) == 24    # every lr and seed; the diverged run has no profile
 

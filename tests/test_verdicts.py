@@ -22,3 +22,136 @@ def test_two_segments_recover_a_known_broken_line():
     assert straight.rho_before == pytest.approx(straight.rho_after)
     with pytest.raises(ValueError):
         fit_two_segments([0, 1], [1.0, 0.5])
+
+
+def row(lr, seed, r, loss=0.002, accuracy=0.8, model="GFNN", depth=6, points=8, status="completed", run=None):
+    return {"run": run or f"{model}-L{depth}-lr{lr:g}-s{seed}", "group": "g", "data": "cfm", "model": model,
+            "variant": None, "depth": depth, "width": 100, "optimizer": "adam", "lr": lr, "seed": seed,
+            "status": status, "pearson_r": r, "rho": 0.5, "points": points, "final_train_loss": loss,
+            "test_accuracy": accuracy, "test_split": "official", "machine": "AMD EPYC"}
+
+
+SEEDS = (666, 1, 2, 3, 4)
+DEPTH = report.Group("g", "claim", setting=("depth",))
+
+
+def one_setting(group, rows):
+    (setting,) = report.settings_of(group, rows)
+    return setting
+
+
+def test_the_paper_lr_comes_from_fig1s_lookup_table_and_the_published_figures():
+    fig1 = next(group for group in report.GROUPS if group.name == "fig1")
+    assert report.paper_lr_of(fig1, {"optimizer": "momentum", "depth": 18}) == 0.001    # conf/experiment/fig1.yaml
+    assert report.paper_lr_of(fig1, {"optimizer": "adam", "depth": 2}) == 0.003
+    original = next(group for group in report.GROUPS if group.name == "original")
+    lrs = {depth: report.paper_lr_of(original, {"data": "fashion_mnist", "model": "GFNNOriginal", "depth": depth,
+                                                "width": 1000, "optimizer": "adam"}) for depth in (2, 6, 18)}
+    assert lrs == {2: 1e-4, 6: 1e-4, 18: 3e-5}
+    cifar = {depth: report.paper_lr_of(original, {"data": "cifar10", "model": "GFNNOriginal", "depth": depth,
+                                                  "width": 1000, "optimizer": "adam"}) for depth in (2, 6, 18)}
+    assert cifar == {2: 1e-4, 6: 3e-4, 18: 3e-5}
+    for group, model in (("linearized", "GLNN"), ("nobn", "GFNNNoBN")):
+        control = next(g for g in report.GROUPS if g.name == group)
+        assert report.paper_lr_of(control, {"data": "cfm", "model": model, "depth": 18, "width": 100,
+                                            "optimizer": "adam"}) == 3e-5
+    # the paper's lr is judged first, whatever the training-loss rule picks
+    rows = [row(3e-5, s, -0.999, loss=0.01, depth=18, model="GFNNOriginal") for s in (666,)]
+    rows += [row(1e-4, s, -0.97, loss=0.001, depth=18, model="GFNNOriginal") for s in (666,)]
+    for item in rows:
+        item.update(data="fashion_mnist", width=1000)
+    setting = one_setting(original, rows)
+    assert setting.by_paper.lr == 3e-5 and setting.by_loss.lr == 1e-4
+    assert (setting.verdict(setting.by_paper), setting.verdict(setting.by_loss)) == ("holds", "does not hold")
+    assert report.group_verdict(original, [setting], "by_paper") == "holds"
+
+
+def test_a_setting_decided_by_seeds_within_the_margin_is_borderline():
+    clear = [-0.999, -0.999, -0.999, -0.996, -0.95]         # the 4th best seed 0.006 below the threshold
+    edge = [-0.999, -0.999, -0.999, -0.9915, -0.95]         # ... 0.0015 below: within R_NOISE
+    short = [-0.999, -0.999, -0.999, -0.9885, -0.95]        # 0.0015 above: 3 of 5, within the margin too
+    far = [-0.999, -0.999, -0.999, -0.97, -0.95]
+    verdicts = [one_setting(DEPTH, [row(1e-3, s, r) for s, r in zip(SEEDS, rs)]) for rs in (clear, edge, short, far)]
+    assert [s.verdict(s.by_loss) for s in verdicts] == ["holds", "borderline", "borderline", "does not hold"]
+    assert [s.verdict(s.by_loss, margin=False) for s in verdicts] == ["holds", "holds", "does not hold", "does not hold"]
+
+
+def test_a_runner_up_lr_as_good_by_training_that_flips_the_verdict_is_named():
+    near = [row(1e-3, s, -0.999, loss=0.0020) for s in SEEDS] + [row(3e-3, s, -0.95, loss=0.00215) for s in SEEDS]
+    setting = one_setting(DEPTH, near)
+    assert setting.by_loss.lr == 1e-3 and setting.decided_by_rule().lr == 3e-3      # +7.5%: within 10%
+    assert report.group_verdict(DEPTH, [setting]) == "holds (1 decided by the lr rule)"
+    far = [row(1e-3, s, -0.999, loss=0.0020) for s in SEEDS] + [row(3e-3, s, -0.95, loss=0.0023) for s in SEEDS]
+    assert one_setting(DEPTH, far).decided_by_rule() is None                         # +15%
+    assert one_setting(DEPTH, far).largest_holding().lr == 1e-3
+
+
+def test_the_accuracy_rule_breaks_ties_by_training_loss_then_the_smaller_lr():
+    nobn = [row(lr, s, 0.7, loss=loss, accuracy=0.1) for lr, loss in ((3e-5, 2.31), (1e-4, 2.30), (3e-4, 2.30))
+            for s in SEEDS]
+    setting = one_setting(DEPTH, nobn)
+    assert setting.by_accuracy.lr == 1e-4 and setting.by_loss.lr == 1e-4
+
+
+def test_undecided_and_borderline_settings_are_named_in_the_group_verdict():
+    settings = [one_setting(DEPTH, [row(1e-3, s, r, depth=depth, status=status) for s in SEEDS])
+                for depth, r, status in ((2, -0.999, "completed"), (3, -0.95, "completed"), (4, -0.9915, "completed"),
+                                         (5, None, "missing"))]
+    assert [s.verdict(s.by_loss) for s in settings] == ["holds", "does not hold", "borderline", "undecided"]
+    assert report.group_verdict(DEPTH, settings) == \
+        "partly: holds in 1 of 4 settings (1 of 4 settings borderline; 1 of 4 settings undecided)"
+    assert report.group_verdict(DEPTH, settings[1:2]) == "does not hold"
+    control = report.Group("c", "claim", setting=("depth",), expect="fails")
+    assert report.group_verdict(control, settings[1:3]) == "fails, as the paper says (1 of 2 settings borderline)"
+    assert report.group_verdict(DEPTH, settings, "by_paper") == "no lr named"
+
+
+def test_fits_that_dropped_points_are_flagged():
+    fitted = row(1e-3, 666, 0.6, points=5, run="nobn-run")
+    setting = one_setting(DEPTH, [fitted])
+    profiles = {"nobn-run": [("train", report.PAPER_MODE, point, 1.0 if point < 5 else 0.0) for point in range(20)]}
+    assert "1 fit(s) dropped points (5 of 20 fitted)" in report._cell_row(DEPTH, setting, setting.by_loss, profiles)
+
+
+def test_recorded_commands_are_relative_to_the_repository():
+    from config_utils import REPO_ROOT
+
+    command = f"sh run_experiments.sh fig1 log_root={REPO_ROOT}/logs data_root=/elsewhere/data progress=false"
+    relative = report.repository_relative(command)
+    assert relative.startswith("sh run_experiments.sh fig1 log_root=logs data_root=")
+    assert "/elsewhere" not in relative.split("data_root=")[1] or relative.split("data_root=")[1].startswith("..")
+
+
+def test_the_longer_group_plans_the_runs_the_worker_runs():
+    """Group `longer`'s planned runs are named as `representation_dynamics_terminal.py +experiment=PRESET
+    OVERRIDES seed=S epochs=1200` names them: composed here by Hydra and named by config_utils.run_name."""
+    from hydra import compose, initialize_config_dir
+
+    from config_utils import CONF_DIR, register_resolvers, run_name
+
+    longer = next(group for group in report.GROUPS if group.name == "longer")
+    planned = [job.run_name for _, job in report.campaign_jobs((longer,))]
+    commands = [[f"+experiment={preset}", *part[:-2], f"seed={seed}", part[-1]]
+                for preset, part in report.LONGER_PARTS for seed in part[-2].split("=")[1].split(",")]
+    register_resolvers()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        assert planned == [run_name(compose("config", overrides=command)) for command in commands]
+    assert len(planned) == 9 * 5 + 4 and all("-e1200-" in name for name in planned)
+
+
+def test_reruns_are_read_against_the_committed_rows(tmp_path):
+    rows = [dict(row(1e-3, 666, -0.995, run="cfm-run-s666"), group="fig1")]
+    rerun = {"run": "cfm-run-s666", "group": "fig1", "machine": "Intel Xeon", "cpu_kernels": "AVX2",
+             "pearson_r": -0.985, "rho": 0.5, "final_train_loss": 0.002, "test_accuracy": 0.8,
+             "recorded_machine": "AMD EPYC", "recorded_pearson_r": -0.995}
+    (tmp_path / "reruns.csv").write_text(report._csv_text(report.RERUN_COLUMNS, [rerun]))
+    (read,) = report.read_reruns(tmp_path, rows)
+    assert read["pearson_r"] == -0.985 and read["machine"] == "Intel Xeon"
+    lines = report._across_cpus(rows, [read], (report.Group("fig1", "claim", setting=("depth",)),))
+    assert any("|delta r| median 0.0100" in line and "1 rerun(s) crossed -0.99" in line for line in lines)
+    assert ("- fig1, depth 6: lr by training loss: holds at 0.001 -> does not hold at 0.001; lr by test accuracy: "
+            "holds at 0.001 -> does not hold at 0.001.") in lines
+    for broken in ({"recorded_pearson_r": -0.99}, {"group": "lr"}, {"pearson_r": 1.5}):
+        (tmp_path / "reruns.csv").write_text(report._csv_text(report.RERUN_COLUMNS, [{**rerun, **broken}]))
+        with pytest.raises(report.BadFile):
+            report.read_reruns(tmp_path, rows)
