@@ -27,7 +27,6 @@ from __future__ import annotations
 import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import argparse
 import copy
-import csv
 import dataclasses
 import functools
 import itertools
@@ -39,6 +38,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -93,6 +93,12 @@ def preset_names() -> list[str]:
     return sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml"))
 
 
+def refuse(problem: str) -> NoReturn:
+    """The planner's refusal: one `error:` line on stderr and exit status 2 (as the entry point's)."""
+    print(f"error: {problem}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def expand_groups(names: list[str]) -> list[tuple[str, list[str]]]:
     """[(group, its presets)] for group names, aliases (all, depth) and preset names, in order."""
     known = preset_names()
@@ -105,8 +111,8 @@ def expand_groups(names: list[str]) -> list[tuple[str, list[str]]]:
         elif name in known:
             expanded.append((name, [name]))
         else:
-            raise SystemExit(f"error: unknown group or preset {name!r}; groups: "
-                             f"{', '.join([*GROUPS, *ALIASES])}; presets: {', '.join(known)}")
+            refuse(f"unknown group or preset {name!r}; groups: {', '.join([*GROUPS, *ALIASES])}; "
+                   f"presets: {', '.join(known)}")
     return expanded
 
 
@@ -114,7 +120,8 @@ def product_of(arguments: list[str], config_loader=None) -> list[list[str]]:
     """Hydra's basic sweeper on override strings: one override list per job.
 
     Keys keep the position of their first appearance and the value of their last one; a sweep
-    (a,b,c / range(...) / choice(...) / glob(...), with sort or shuffle) contributes its values."""
+    (a,b,c / range(...) / choice(...) / glob(...), with sort or shuffle) contributes its values. A sweep
+    of no values (range(0)) is refused (refuse): it would plan no job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     choices: dict[str, list[str]] = {}
@@ -122,8 +129,11 @@ def product_of(arguments: list[str], config_loader=None) -> list[list[str]]:
         key = override.get_key_element()
         if override.is_sweep_override():
             if not override.is_discrete_sweep():
-                raise SystemExit(f"error: {override.input_line}: only discrete sweeps can be expanded")
+                refuse(f"{override.input_line}: only discrete sweeps can be expanded")
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            if not choices[key]:   # range(0), range(5,1): no job at all, not an empty plan
+                refuse(f"{override.input_line}: sweeps over no values, so nothing would run; allowed: a "
+                       "sweep of at least one value (range(0,3), 1,2)")
         else:
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
     return [list(job) for job in itertools.product(*choices.values())]
@@ -435,13 +445,18 @@ def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = Fa
 
 
 def recorded_runs(report: Path) -> set[str]:
-    """Names of the finished runs in a report's runs.csv (reproduction_report.py's table)."""
-    table = Path(report) / "runs.csv" if Path(report).is_dir() else Path(report)
+    """The finished runs of a report folder (a path to its runs.csv names its folder), read by the
+    report's one checked reader (reproduction_report.recorded_runs: regular files only, size bounds,
+    strict CSV, runs.csv and profiles.csv checked together); a table it refuses is refused here too."""
+    from reproduction_report import recorded_runs as report_recorded_runs
+    from summarize_runs import BadFile
+
+    report = Path(report)
+    folder = report.parent if report.name == "runs.csv" and not report.is_dir() else report
     try:
-        with open(table, newline="") as handle:
-            return {row.get("run") for row in csv.DictReader(handle) if row.get("status") in ("completed", "diverged")}
-    except (OSError, csv.Error, UnicodeDecodeError) as error:
-        raise SystemExit(f"error: --skip-recorded {report}: {error}") from None
+        return report_recorded_runs(folder)
+    except BadFile as error:
+        refuse(f"--skip-recorded {error}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -483,10 +498,10 @@ def main(argv: list[str] | None = None) -> None:
     if extras:   # a typo: the entry's one line, for the jobs of every preset named
         presets = dict.fromkeys(preset for _, presets in expand_groups(names) for preset in presets)
         refuse_override_typos(["-m", f"+experiment={','.join(presets)}", *extras], "config", ENTRY)
+    recorded = recorded_runs(args.skip_recorded) if args.skip_recorded else None   # before composing
     groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first or bool(args.skip_recorded),
                                  estimate=args.longest_first, report=args.costs)
-    if args.skip_recorded:
-        recorded = recorded_runs(args.skip_recorded)
+    if recorded is not None:
         kept = [(group, [job for job in jobs if job.run_name not in recorded]) for group, jobs in groups]
         skipped = sum(len(jobs) for _, jobs in groups) - sum(len(jobs) for _, jobs in kept)
         print(f"# skipped: {skipped} jobs already recorded in {args.skip_recorded}")
