@@ -8,7 +8,6 @@ curves), dynamics.png with analysis.every_n_epochs and tensorboard/ with logger=
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import platform
@@ -27,14 +26,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from atomic_io import (atomic_torch_save, atomic_write, atomic_write_json, file_lock, is_dead_owner,
-                       lock_held_elsewhere, owner_token, read_small_text, remove_stale_temporaries)
+from atomic_io import (NotRegularFile, atomic_torch_save, atomic_write, atomic_write_json, file_lock,
+                       is_dead_owner, lock_held_elsewhere, owner_token, read_small_text, remove_stale_temporaries)
 from cpu_kernels import cpu_kernels
 from config_utils import (REPO_ROOT, ConfigError, check_names, check_output_folders, check_values,
                           created_by_this_command, folder_problem, identity_hash, is_int, record_new_run_dirs,
                           run_name, sweep_job_configs)
 from data import (Dataset, balanced_subset, check_cache_folder, check_data, check_test_subset_of, class_counts_of,
                   input_shape_of, prepare_dataset)
+from summarize_runs import BadFile, read_json
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
                                      measure_profile, profile_and_fit)
 from train_models import (OPTIMIZER_STATES, TRAINING_SCHEMES, TrainResult, accuracy, build_model,
@@ -425,12 +425,16 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: 
 # ---------------------------------------------------------------------------------------- one whole run
 def finished_results(run_dir: Path, identity: str) -> Path | None:
     """results.json of an earlier run of the configuration whose identity_hash is `identity` that
-    finished (completed or diverged), or None. Anything unreadable or of another configuration does not
-    count."""
+    finished (completed or diverged), or None. It is read by summarize_runs.read_json (a regular file of
+    at most MAX_RESULTS_BYTES, JSON nested at most MAX_JSON_DEPTH deep: a named pipe, a link to a device
+    or a flood is never read); anything it refuses, anything but a JSON object, or a run of another
+    configuration does not count."""
     path = Path(run_dir) / "results.json"
     try:
-        previous = json.loads(path.read_text())
-    except (OSError, ValueError):
+        previous = read_json(path)
+    except BadFile:
+        return None
+    if not isinstance(previous, dict):
         return None
     same_config = previous.get("identity_hash") == identity
     return path if same_config and previous.get("status") in ("completed", "diverged") else None
@@ -439,12 +443,16 @@ def finished_results(run_dir: Path, identity: str) -> Path | None:
 def run_dir_problem(run_dir: Path, cfg: DictConfig) -> str | None:
     """Why run_dir cannot hold this configuration's run, or None: it may be missing (and creatable),
     empty (but for Hydra's job log), or this configuration's own folder: named after the run (the name
-    ends in the identity hash), or holding its .identity or its results.json."""
+    ends in the identity hash), or holding its .identity or its results.json. Its .hydra must not lead
+    elsewhere (a link: the record would be written, and a rerun's old one removed, where it points)."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return folder_problem(run_dir)
     if not run_dir.is_dir():
         return "it is a file, not a folder"
+    record = run_dir / ".hydra"   # write_run_record writes there, a forced rerun's publish empties it
+    if record.is_symlink() or (record.exists() and not record.is_dir()):
+        return "its .hydra (the run record written there) is not a folder of its own (a link or a file)"
     if cfg.get("logger") == "tensorboard" and (run_dir / "tensorboard").exists() and not (
             (run_dir / "tensorboard").is_dir() and not (run_dir / "tensorboard").is_symlink()):
         return "its tensorboard/ (logger=tensorboard writes event files there) is not a folder"
@@ -512,6 +520,20 @@ def publish(staging: Path, run_dir: Path) -> Path:
     return run_dir / "results.json"
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """file_lock(run_dir/.lock, wait=False): yields whether this process holds it. A lock file that is no
+    regular file (a symbolic link, named pipe, device or folder: atomic_io's NotRegularFile, nothing
+    opened, followed or created) is a ConfigError naming the run folder: the entry point's one line."""
+    with contextlib.ExitStack() as held:
+        try:
+            owned = held.enter_context(file_lock(run_dir / ".lock", wait=False))
+        except NotRegularFile as error:
+            raise ConfigError(f"hydra.run.dir={run_dir}: {error}; allowed: no .lock, or the regular file "
+                              "a run made") from None
+        yield owned
+
+
 def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
     """Validate, train, measure, fit and write every output of one run into run_dir; returns the path
     of results.json. Raises ConfigError or DatasetUnavailableError before any training.
@@ -529,7 +551,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> Path:
         log.info("skipped: %s holds a finished run of this configuration (force=true reruns it)", run_dir)
         print(f"skipped: {run_dir.name}", flush=True)
         return previous
-    with file_lock(run_dir / ".lock", wait=False) as owned:
+    with run_lock(run_dir) as owned:
         if not owned:
             log.warning("not run: another process is running %s", run_dir)
             raise RunInProgressError(f"another process is running {run_dir} (its .lock is held); "
