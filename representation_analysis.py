@@ -1,7 +1,9 @@
 """Features of a model's measured points from one hooked forward pass per batch, the separation profile
 (one record per point) and its fit, for the command line (measure_profile) and for any nn.Module
 (measure_separation). Measuring never changes the model: BatchNorm's train_batches mode (the paper's
-protocol) works on a copy.
+protocol) works on a copy. What cannot be measured truthfully is refused in one line (TypeError or
+ValueError naming the argument and what is allowed): labels that are no integer class indices, a bare
+string as modules, a pca_dim below 1, streamed d x d sums larger than the memory available.
 """
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import copy
 import itertools
 import logging
 import math
+import numbers
+import re
 import warnings
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from variance_analysis import (MEASURES, StreamingClassStatistics, class_statistics, fit_log_linear,
-                               fuzziness_from_statistics, layer_ratios, pca_reduce)
+from variance_analysis import (MEASURES, StreamingClassStatistics, check_class_indices, class_statistics,
+                               fit_log_linear, fuzziness_from_statistics, layer_ratios, pca_reduce)
 BN_MODES = ("eval", "train_batches")
 log = logging.getLogger("representation_dynamics")
 
@@ -156,6 +160,8 @@ def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
     """Records (see point_records) of in-memory features {name: [N, d]}. Features wider than pca_dim
     are first reduced to pca_dim dimensions by PCA (`dim` stays the original width). With `progress`, a
     bar labelled `description` counts the points as they are measured."""
+    check_pca_dim(pca_dim)
+
     def statistics(name, feature):
         if pca_dim is not None and feature.shape[1] > pca_dim:
             feature = not_finite_on_failure(name, pca_reduce, feature, pca_dim)
@@ -197,9 +203,85 @@ def profile_fit(records: list[dict], segments: list[tuple[int, int]] | None = No
 
 
 # ------------------------------------------------------------------------------------ API for any model
+def is_whole_number(value) -> bool:
+    """An int (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_pca_dim(pca_dim) -> None:
+    """TypeError or ValueError unless pca_dim is None (no PCA) or an integer >= 1 (pca_dim=-1 kept d - 1
+    components, 0 all of them)."""
+    if pca_dim is None:
+        return
+    if not is_whole_number(pca_dim):
+        raise TypeError(f"pca_dim={pca_dim!r}: of type {type(pca_dim).__name__}; allowed: None (no PCA) or an "
+                        "integer >= 1, the principal components kept")
+    if pca_dim < 1:
+        raise ValueError(f"pca_dim={pca_dim}: allowed: None (no PCA) or an integer >= 1, the principal "
+                         "components kept")
+
+
+def check_count(argument: str, value, allow_none: bool = False) -> None:
+    """TypeError or ValueError unless `value` is an integer >= 1 (or None with allow_none)."""
+    if value is None and allow_none:
+        return
+    if not is_whole_number(value) or value < 1:
+        raise (ValueError if is_whole_number(value) else TypeError)(
+            f"{argument}={value!r}: allowed: {'None or ' if allow_none else ''}an integer >= 1")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device`, or None where unknown: CUDA's free memory; on a CPU
+    the smaller of the kernel's MemAvailable and what a cgroup limit (a container's) leaves."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    known = []
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as meminfo:
+            match = re.search(r"^MemAvailable:\s+(\d+) kB", meminfo.read(), re.MULTILINE)
+        if match:
+            known.append(int(match[1]) * 1024)
+    for limit, usage in (("memory.max", "memory.current"),                                   # cgroup v2
+                         ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):     # cgroup v1
+        limit, usage = f"/sys/fs/cgroup/{limit}", f"/sys/fs/cgroup/{usage}"
+        with contextlib.suppress(OSError, ValueError):
+            with open(limit) as limit_file, open(usage) as usage_file:
+                known.append(int(limit_file.read()) - int(usage_file.read()))   # "max": no limit, ValueError
+            break
+    return min(known) if known else None
+
+
+def streaming_bytes(dims: dict[str, int]) -> int:
+    """Peak bytes of the float64 d x d sums of StreamingClassStatistics for points of widths `dims`: each
+    point's accumulated Gram matrix, plus two more of the widest at once (x^T x of a batch, then SS_w
+    formed at finalize)."""
+    squares = [dim * dim for dim in dims.values()]
+    return 8 * (sum(squares) + 2 * max(squares, default=0))
+
+
+def check_streaming_memory(dims: dict[str, int], device: torch.device) -> None:
+    """ValueError, before anything of size d x d is allocated, when streaming_bytes(dims) exceeds
+    available_memory(device) (unknown: no check)."""
+    needed, available = streaming_bytes(dims), available_memory(device)
+    if available is None or needed <= available:
+        return
+    widest = max(dims, key=dims.get)
+    raise ValueError(f"modules: measuring {len(dims)} point(s) without pca_dim streams d x d float64 sums "
+                     f"(widest {widest!r}, d = {dims[widest]:,}): {needed / 1e9:.1f} GB, more than the "
+                     f"{available / 1e9:.1f} GB available on {device}; allowed: pca_dim=K (features held in "
+                     "memory, PCA-reduced to K first) or fewer or narrower modules")
+
+
 def resolve_modules(model: nn.Module, modules=None) -> list[tuple[str, nn.Module]]:
     """The (name, module) pairs to measure: the model's declared points when `modules` is None, every
-    submodule of a type when it is a class (or tuple of classes), else the named submodules in order."""
+    submodule of a type when it is a class (or tuple of classes), else the named submodules (a list or
+    tuple of names, each once) in order. A bare string is refused (TypeError): it was read as a list of
+    its characters ("13" measured modules "1" and "3")."""
+    if isinstance(modules, str):
+        raise TypeError(f"modules={modules!r}: a single string; allowed: None, a module type (nn.ReLU) or a "
+                        f"list of submodule names ([{modules!r}])")
     if modules is None:
         if not hasattr(model, "measured_modules"):
             raise ValueError("this model declares no measured points: pass modules=[names] or a type")
@@ -210,6 +292,16 @@ def resolve_modules(model: nn.Module, modules=None) -> list[tuple[str, nn.Module
         if not found:
             raise ValueError(f"the model has no submodule of type {modules}")
         return found
+    if not isinstance(modules, (list, tuple)):
+        raise TypeError(f"modules: of type {type(modules).__name__}; allowed: None, a module type (nn.ReLU) or a "
+                        "list of submodule names")
+    if not modules:
+        raise ValueError("modules: an empty list; allowed: at least one submodule name")
+    if (other := next((name for name in modules if not isinstance(name, str)), None)) is not None:
+        raise TypeError(f"modules: {other!r} (of type {type(other).__name__}) is not a name; allowed: submodule names "
+                        "as model.named_modules() gives them, or a module type")
+    if (twice := next((name for name in modules if modules.count(name) > 1), None)) is not None:
+        raise ValueError(f"modules: {twice!r} is listed more than once; allowed: each submodule once")
     by_name = dict(model.named_modules())
     missing = [name for name in modules if name not in by_name]
     if missing:
@@ -220,8 +312,6 @@ def resolve_modules(model: nn.Module, modules=None) -> list[tuple[str, nn.Module
 def _batches(data, labels, batch_size):
     """(inputs, labels) batches from tensors (data, labels) or from an iterable of pairs (DataLoader)."""
     if isinstance(data, torch.Tensor):
-        if labels is None:
-            raise ValueError("labels are required when data is a tensor")
         for start in range(0, data.shape[0], batch_size):
             yield data[start:start + batch_size], labels[start:start + batch_size]
     else:
@@ -235,12 +325,15 @@ def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = Non
     """Separation profile of any nn.Module, in eval mode (restored after).
 
     data: an input tensor [N, ...] with `labels` [N], or an iterable of (inputs, labels) batches
-    (a DataLoader). modules: None (the model's measured_points), a module type (e.g. nn.ReLU: every
-    submodule of that type) or a list of submodule names. pca_dim: reduce features wider than this by PCA
-    first, as the command line does for the models whose config sets model.pca_dim (then all features are
-    held in memory); without it, memory per point is O(K d + d^2) whatever N: the float64 sums of
-    variance_analysis.StreamingClassStatistics are updated batch by batch. segments: [(first, last), ...]
-    point ranges fitted separately (default: the model's fit_segments, if it declares them).
+    (a DataLoader); labels are integer class indices 0..K-1 (float labels are refused, not truncated).
+    modules: None (the model's measured_points), a module type (e.g. nn.ReLU: every submodule of that
+    type) or a list of submodule names (a bare string is refused). pca_dim: None or an integer >= 1:
+    reduce features wider than this by PCA first, as the command line does for the models whose config
+    sets model.pca_dim (then all features are held in memory); without it, memory per point is
+    O(K d + d^2) whatever N: the float64 sums of variance_analysis.StreamingClassStatistics are updated
+    batch by batch, and refused (ValueError, after the first batch's forward pass, before any d x d
+    allocation) when they would not fit in the memory available. segments: [(first, last), ...] point
+    ranges fitted separately (default: the model's fit_segments, if it declares them).
 
     Returns {"layers": [records as point_records], "fit": the line fit of ln(value) on the index}.
 
@@ -250,32 +343,63 @@ def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = Non
         profile["fit"]["pearson_r"], [r["D"] for r in profile["layers"]]
     """
     named = resolve_modules(model, modules)
+    if measure not in MEASURES:
+        raise ValueError(f"measure={measure!r}: allowed: {', '.join(MEASURES)}")
+    check_pca_dim(pca_dim)
+    check_count("batch_size", batch_size)
+    check_count("num_classes", num_classes, allow_none=True)
+    if isinstance(data, torch.Tensor):
+        if labels is None:
+            raise ValueError("labels are required when data is a tensor")
+        check_class_indices(labels)
+        if labels.shape[0] != data.shape[0]:
+            raise ValueError(f"labels: {labels.shape[0]} for {data.shape[0]} samples of data; allowed: one "
+                             "label per sample")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     batches = _batches(data, labels, batch_size)
-    first_inputs, first_labels = next(batches)
-    classes = num_classes or (int(labels.max()) + 1 if labels is not None else None)
+    if (first := next(batches, None)) is None or first[0].shape[0] == 0:
+        raise ValueError("data: no samples; allowed: at least one sample per class measured")
+    classes = num_classes or (int(labels.max()) + 1 if labels is not None and labels.numel() else None)
     if classes is None:
         raise ValueError("pass num_classes when data is an iterable of batches")
     if segments is None:
         segments = getattr(model, "fit_segments", None)
     seen_labels: list[torch.Tensor] = []
+    dims: dict[str, int] = {}
     if pca_dim is None:
         statistics = {name: StreamingClassStatistics(classes) for name, _ in named}
-        dims: dict[str, int] = {}
+        first_outputs: list[tuple[str, torch.Tensor]] = []   # held until the memory needed is known
 
         def sink(name, output):
             dims[name] = output.shape[1]
-            statistics[name].update(output, seen_labels[-1])
+            if first_outputs is not None:
+                first_outputs.append((name, output))
+            else:
+                statistics[name].update(output, seen_labels[-1])
     else:
         captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in named}
 
         def sink(name, output):
+            dims[name] = output.shape[1]
             captured[name].append(output)
 
     with captured_outputs(model, named, sink) as forward:
-        for inputs, batch_labels in itertools.chain([(first_inputs, first_labels)], batches):
+        for number, (inputs, batch_labels) in enumerate(itertools.chain([first], batches)):
+            check_class_indices(batch_labels, classes)
+            if batch_labels.shape[0] != inputs.shape[0]:
+                raise ValueError(f"labels: {batch_labels.shape[0]} for a batch of {inputs.shape[0]} samples; "
+                                 "allowed: one label per sample")
             seen_labels.append(batch_labels.to(device))
             forward(inputs.to(device))
+            if number == 0:
+                if silent := [name for name, _ in named if name not in dims]:
+                    raise ValueError(f"modules: {silent} gave no output in the forward pass; allowed: "
+                                     "submodules the model runs")
+                if pca_dim is None:
+                    check_streaming_memory(dims, first_outputs[0][1].device)
+                    for name, output in first_outputs:
+                        statistics[name].update(output, seen_labels[-1])
+                    first_outputs = None
     if pca_dim is None:
         records = point_records(((name, statistics[name].finalize()) for name, _ in named),
                                 [dims[name] for name, _ in named], measure)

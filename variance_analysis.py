@@ -97,6 +97,28 @@ def class_statistics(features: torch.Tensor, labels: torch.Tensor) -> ClassStati
                            within_factor=deviations / math.sqrt(features.shape[0]))
 
 
+def check_class_indices(labels, num_classes: int | None = None) -> None:
+    """TypeError unless `labels` is a torch tensor of an integer dtype (float labels would be truncated
+    to class indices, bool ones are none); ValueError unless it is one-dimensional [N] and, with
+    `num_classes`, every label is a class index 0..num_classes-1 (index_add_ would fail or misplace it).
+    Checks only: never changes a label."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels: of type {type(labels).__name__}; allowed: a torch tensor of integer class "
+                        "indices (torch.as_tensor(labels))")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels: dtype {labels.dtype} (not truncated to class indices); allowed: an integer "
+                        "dtype such as torch.long (labels.long() where every value is a whole number)")
+    if labels.dim() != 1:
+        raise ValueError(f"labels: shape {tuple(labels.shape)}; allowed: one dimension [N], a class index per sample")
+    if num_classes is not None and labels.numel():
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0:
+            raise ValueError(f"labels: holds {low}; allowed: class indices 0..{num_classes - 1}")
+        if high >= num_classes:
+            raise ValueError(f"labels: holds {high} with num_classes={num_classes}; allowed: class indices "
+                             f"0..{num_classes - 1} (or a larger num_classes)")
+
+
 class StreamingClassStatistics:
     """Class statistics accumulated batch by batch in O(K d + d^2) memory, independent of N.
 
@@ -114,6 +136,12 @@ class StreamingClassStatistics:
         self.counts = self.sums = self.sq_norms = self.gram = None
 
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch: features [B, ...] and labels [B] of class indices 0..num_classes-1
+        (check_class_indices: TypeError or ValueError otherwise)."""
+        check_class_indices(labels, self.num_classes)
+        if labels.shape[0] != features.shape[0]:
+            raise ValueError(f"labels: {labels.shape[0]} for {features.shape[0]} samples; allowed: one label "
+                             "per sample")
         x = features.reshape(features.shape[0], -1).to(torch.float64)  # [B, d]
         labels = labels.to(x.device, torch.long)
         if self.shift is None:
