@@ -3,12 +3,24 @@ profile, a table per setting and learning rate, and a verdict over seeds compute
 
     python reproduction_report.py docs/reproduction --merge logs/     # add logs/' finished runs, rebuild
     python reproduction_report.py docs/reproduction                   # rebuild README.md and the PNGs
+    python reproduction_report.py docs/reproduction --reruns DIR      # record DIR's reruns of committed rows
     python reproduction_report.py docs/reproduction --campaign        # the sweep commands of the campaign
 
 The evidence lives in committed tables, not in any machine's logs/: runs.csv (one row per group and run
 of the campaign, finished or not, with the machine, CPU kernels, torch version and commit that produced
-it) and profiles.csv (every measured D: run, split, BatchNorm mode, point). The rebuild reads the tables
-alone. Each PNG carries the digest of the data it draws, so a test can tell a stale figure.
+it) and profiles.csv (every measured D: run, split, BatchNorm mode, point), and reruns.csv (committed rows
+rerun on another CPU: its numbers beside the row's). The rebuild reads the tables alone. Each PNG (a
+group's profiles, its heat map over the lr grid <group>-grid.png, the failing settings' profiles with
+their two-segment fits misses.png) carries the digest of the data it draws, so a test can tell a stale
+figure.
+
+The verdict rules (stated in the report before its results): a setting is judged at the paper's lr
+(paper_lr_of: fig1.yaml's lookup table, the published figures' names in PAPER_FIGURES), at the lr of the
+lowest median training loss and at the lr of the best median test accuracy (settings_of); it holds when
+needed_seeds of its seeds show the law, is borderline when seeds within R_NOISE of the threshold decide
+it (within_noise), and is decided by the lr rule when an lr as good by training (LOSS_NEAR) gives another
+verdict (Setting.decided_by_rule). Group `longer` plans the settings that miss at their training-loss lr
+again at LONGER_EPOCHS epochs (LONGER_PARTS), named as the same commands with epochs=1200 name them.
 
 The tables are append-only evidence. One checked reader, read_tables, reads them for the rebuild, the
 merge and sweep_jobs' --skip-recorded (recorded_runs): regular files only (never a link followed or a
@@ -1409,7 +1421,8 @@ def group_verdict(group: Group, settings: list[Setting], rule: str = "by_loss") 
         return f"partly: holds in {holding} of {total} settings{pending}"
     for kind in ("undecided", "borderline"):
         if verdicts.count(kind) == total:
-            return kind + (f" ({notes[-1]})" if rule == "by_loss" and notes[-1].endswith("lr rule") else "")
+            rest = [note for note in notes if not note.endswith(f"settings {kind}")]
+            return kind + (f" ({'; '.join(rest)})" if rest else "")
     return "does not hold" + pending
 
 
@@ -1549,6 +1562,7 @@ def grid_figure_png(grid: dict) -> bytes:
         x, y = cell["column"], cell["row"]
         median = "" if cell["median_r"] is None else f"\n{cell['median_r']:.3f}"
         text = f"{cell['showing']}/{cell['planned']}{median}" if cell["finished"] else "not run"
+        text += "\nborderline" if cell["verdict"] == "borderline" else ""
         axes.text(x, y, text, ha="center", va="center", fontsize=7)
         if "loss" in cell["marks"]:
             axes.add_patch(Rectangle((x - 0.47, y - 0.45), 0.94, 0.9, fill=False, linewidth=2.0, edgecolor="black"))
@@ -1564,7 +1578,8 @@ def grid_figure_png(grid: dict) -> bytes:
     axes.set_ylabel("lr")
     set_suptitle(figure, f"{grid['group']}: seeds that show the law (r <= {R_THRESHOLD}) of those planned, and "
                  "the median r, at every lr of the grid\nframed: the lr by training loss (black), by test accuracy "
-                 "(blue dashes); gold star: the paper's lr", 8.5)
+                 f"(blue dashes); gold star: the paper's lr; borderline: decided by seeds within {R_NOISE} of "
+                 f"{R_THRESHOLD}", 8.5)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(grid),
@@ -1813,7 +1828,7 @@ def _group_section(group: Group, rows: list[dict], profiles: dict) -> tuple[list
                 largest = setting.largest_holding()
                 text += (f" Shape of the miss: {miss_sentence(miss_fits(cell, profiles))}. Largest lr of the grid that "
                          "holds: " + (f"{largest.lr:g} ({largest.showing} of {len(largest.rows)} seeds)"
-                                       if largest else "none") + ".")
+                                       if largest else "none") + f", beside the failing lr {cell.lr:g}.")
             problems.append(text)
     lines += _settings_table(group, settings)
     choosing = any(setting.choice_is_partial for setting in settings)

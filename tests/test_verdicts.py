@@ -155,3 +155,29 @@ def test_reruns_are_read_against_the_committed_rows(tmp_path):
         (tmp_path / "reruns.csv").write_text(report._csv_text(report.RERUN_COLUMNS, [{**rerun, **broken}]))
         with pytest.raises(report.BadFile):
             report.read_reruns(tmp_path, rows)
+
+
+def test_longer_rows_merge_as_their_own_group_and_say_whether_r_crosses(tmp_path):
+    """fig1 at 600 epochs and group longer's fig1 momentum depth-18 runs at 1200 (seed 666 bent): merged
+    into a new report, the longer rows stand beside the 600-epoch ones; the other longer runs are missing."""
+    from tests.test_report import bent, write_results
+
+    fig1, longer = (next(group for group in report.GROUPS if group.name == name) for name in ("fig1", "longer"))
+    logs, out = tmp_path / "logs", tmp_path / "report"
+    out.mkdir()
+    planned = report.campaign_jobs((fig1, longer))
+    for group, job in planned:
+        config = job.config
+        if group == "fig1":
+            write_results(logs, job, d_values=bent(20) if config["layer_num"] == 18 else None)
+        elif (config["optimization"]["name"], config["layer_num"]) == ("momentum", 18):
+            write_results(logs, job, d_values=bent(20) if config["seed"] == 666 else None)
+    outcome = report.merge(out, [logs], groups=(fig1, longer))
+    assert outcome.added == 45 + 5
+    rows = report.read_rows(out / "runs.csv")
+    assert sum(row["group"] == "longer" and row["status"] == "missing" for row in rows) == 49 - 5
+    text, _ = report.rebuild(out, (fig1, longer))
+    assert ("| fig1: data cfm, model GFNN, optimizer momentum, depth 18 | 0.001 | 5 | 0 of 5 | "
+            in text) and "| 4 of 5 | -1.0000 | 0.01 | yes |" in text
+    assert "| fig1: data cfm, model GFNN, optimizer sgd, depth 18 | 0.01 | 5 | 0 of 5 |" in text
+    assert "waiting (0 of 5 finished)" in text
