@@ -147,6 +147,20 @@ def refuse_invalid(configs: list[DictConfig], run_dirs: list[Path], run_dir_key:
         raise SystemExit(2)
 
 
+def empty_sweeps(config: DictConfig) -> list[str]:
+    """The overrides of a multirun (hydra.sweeper.params, then the command line's) that sweep over no
+    value, as typed (seed=range(0))."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    task = list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    return [override.input_line for override in parser.parse_overrides(params + task)
+            if override.is_sweep_override() and override.is_discrete_sweep()
+            and not list(override.sweep_string_iterator())]
+
+
 class ValidateBeforeLaunch(Callback):
     """Hydra callback (hydra.callbacks in conf/config.yaml): validate a run, or every job of a multirun,
     before Hydra creates a directory or starts a job (a bad value in a sweep's third job stops the sweep
@@ -171,6 +185,11 @@ class ValidateBeforeLaunch(Callback):
             return
         if jobs is None:
             return
+        if not jobs:   # a sweep over no values (seed=range(0)): Hydra launches 0 jobs with exit status 0
+            sweeps = ", ".join(empty_sweeps(config)) or "the sweeps"
+            print(f"error: {sweeps}: sweeps over no values, so nothing would run; allowed: a sweep of at "
+                  "least one value (range(0,3), 1,2)", file=sys.stderr, flush=True)
+            raise SystemExit(2)
         run_dirs = [Path(job.hydra.sweep.dir) / str(job.hydra.sweep.subdir) for job in jobs]
         refuse_invalid(jobs, run_dirs, "hydra.sweep.subdir")
         record_new_run_dirs(run_dirs)

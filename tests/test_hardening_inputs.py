@@ -165,6 +165,15 @@ def test_the_issues_empty_sweeps_exit_2_in_one_line(tmp_path):
     assert os.listdir(temporary) == [] and not (tmp_path / "logs").exists()
 
 
+def test_the_entry_points_multirun_over_no_values_is_the_same_line(tmp_path):
+    """Hydra launched 0 jobs with exit status 0 (and wrote a multirun.yaml)."""
+    completed = run(sys.executable, "representation_dynamics_terminal.py", "-m", *QUICK, "seed=range(0)", "lr=0.1,0.2",
+                    f"log_root={tmp_path / 'logs'}", f"figures_dir={tmp_path / 'figures'}", timeout=120)
+    assert one_error_line(completed) == ("error: seed=range(0): sweeps over no values, so nothing would run; "
+                                         "allowed: a sweep of at least one value (range(0,3), 1,2)")
+    assert os.listdir(tmp_path) == []
+
+
 def test_an_unknown_group_is_the_same_refusal(capsys):
     with pytest.raises(SystemExit) as stopped:
         sweep_jobs.main(["fig9"])
