@@ -2098,7 +2098,8 @@ def _across_cpus(rows: list[dict], reruns: list[dict], groups=GROUPS) -> list[st
     machines = sorted({rerun["machine"] for rerun in reruns})
     lines += [f"{len(reruns)} committed rows rerun (reruns.csv, `{RERUNS_COMMAND}`) on {', '.join(map(_escape, machines))}: "
               f"|delta r| median {statistics.median(deltas):.4f}, largest {max(deltas):.4f}; {crossed} rerun(s) "
-              f"crossed {R_THRESHOLD}. The torch kernels are pinned to AVX2 on both, yet the numbers differ: "
+              f"crossed {R_THRESHOLD} (rows near the threshold were rerun first, so crossings are over-represented). "
+              "The torch kernels are pinned to AVX2 on both, yet the numbers differ: "
               "the committed rows are bit for bit only on the CPU family that made them.", "",
               "| run | group | made on | r there | rerun on | r here | abs(delta r) | final loss there / here |",
               "|---|---|---|---|---|---|---|---|"]
