@@ -181,3 +181,29 @@ def test_longer_rows_merge_as_their_own_group_and_say_whether_r_crosses(tmp_path
             in text) and "| 4 of 5 | -1.0000 | 0.01 | yes |" in text
     assert "| fig1: data cfm, model GFNN, optimizer sgd, depth 18 | 0.01 | 5 | 0 of 5 |" in text
     assert "waiting (0 of 5 finished)" in text
+
+
+def test_reruns_of_committed_rows_are_recorded_once_beside_the_rows(tmp_path):
+    """--reruns: a completed run under DIR that reruns a committed row is recorded with its machine and
+    numbers beside the row's machine and r; recording again adds nothing; the rebuild reads it back."""
+    import shutil
+
+    from tests.test_report import write_results
+
+    committed = report.Path(__file__).resolve().parents[1] / "docs" / "reproduction"
+    copy = tmp_path / "report"
+    copy.mkdir()
+    for name in ("runs.csv", "profiles.csv", "context.json"):
+        shutil.copyfile(committed / name, copy / name)
+    rows = {row["run"]: row for row in report.read_rows(copy / "runs.csv") if row["status"] == "completed"}
+    group, job = next((group, job) for group, job in report.campaign_jobs() if job.run_name in rows)
+    write_results(tmp_path / "logs", job)       # a Test CPU, r -1 (a straight profile)
+    text, lines = report.record_reruns(copy, [tmp_path / "logs"])
+    assert lines[0] == "reruns: 1 new, 1 in all"
+    (copy / "reruns.csv").write_text(text)
+    (rerun,) = report.read_reruns(copy, report.read_rows(copy / "runs.csv"))
+    assert (rerun["run"], rerun["group"], rerun["machine"]) == (job.run_name, group, "Test CPU")
+    assert rerun["recorded_pearson_r"] == rows[job.run_name]["pearson_r"]
+    assert report.record_reruns(copy, [tmp_path / "logs"]) == (text, ["reruns: 0 new, 1 in all"])
+    readme, _ = report.rebuild(copy)
+    assert "1 committed rows rerun (reruns.csv" in readme and job.run_name in readme
