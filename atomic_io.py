@@ -2,7 +2,8 @@
 new file, never half of one; a temporary whose name proves its writer dead is removed by the next write
 of that file, nothing else is) and advisory file locks. A lock file is never followed: a symbolic link,
 named pipe, device or folder at its name is refused (NotRegularFile) before it could be opened, and the
-open itself neither follows a link nor blocks (O_NOFOLLOW | O_NONBLOCK, then fstat).
+open itself neither follows a link nor blocks (O_NOFOLLOW | O_NONBLOCK, then fstat). RegularFileHandler
+is logging's FileHandler under the same discipline (Hydra's job log: conf/config.yaml).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import errno
 import fcntl
 import glob
 import json
+import logging
 import math
 import os
 import re
@@ -180,8 +182,12 @@ _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"), (stat.S
           (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What an lstat/fstat st_mode that is no regular file is, in words: 'a symbolic link', 'a named pipe'..."""
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+_kind = file_kind
 
 
 def open_regular(path: Path | str, flags: int, why: str, mode: int = 0o666) -> int:
@@ -255,3 +261,39 @@ def lock_held_elsewhere(path: Path | str) -> bool:
         return False
     with file_lock(path, wait=False) as acquired:
         return not acquired
+
+
+LOG_REFUSAL = "a log file is never followed or opened (remove it)"
+
+
+class RegularFileHandler(logging.FileHandler):
+    """logging.FileHandler whose file is opened by open_regular (O_NOFOLLOW | O_NONBLOCK, fstat: a regular
+    file, created if missing; mode 'a' appends, 'w' truncates). A name taken by a symbolic link, named
+    pipe, device, socket or folder is not opened and not followed, nothing is created where a link
+    points, and nothing raises: the handler emits nothing (`refused` holds the NotRegularFile). So a
+    dictConfig (Hydra's job logging) never hangs, follows a link or crashes on a planted file; other
+    errors (a folder that cannot be written) raise as FileHandler's do."""
+
+    def __init__(self, filename, mode: str = "a", encoding: str | None = None, delay: bool = False,
+                 errors: str | None = None):
+        if mode not in ("a", "w"):
+            raise ValueError(f"RegularFileHandler: mode={mode!r}: allowed: 'a' (append) or 'w' (truncate)")
+        self.refused: OSError | None = None
+        super().__init__(filename, mode, encoding, delay=True, errors=errors)
+        if not delay:
+            self.stream = self._open()
+
+    def _open(self):
+        if self.refused is not None:
+            return None
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.mode == "a" else os.O_TRUNC)
+        try:
+            descriptor = open_regular(self.baseFilename, flags, LOG_REFUSAL)
+        except (NotRegularFile, IsADirectoryError) as error:   # a folder put there after the lstat: EISDIR
+            self.refused = error
+            return None
+        return os.fdopen(descriptor, self.mode, encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.refused is None:   # FileHandler.emit opens a delayed stream; a refused one stays silent
+            super().emit(record)

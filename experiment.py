@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from atomic_io import (NotRegularFile, atomic_torch_save, atomic_write, atomic_write_json, file_lock,
+from atomic_io import (NotRegularFile, atomic_torch_save, atomic_write, atomic_write_json, file_kind, file_lock,
                        is_dead_owner, lock_held_elsewhere, owner_token, read_small_text, remove_stale_temporaries)
 from cpu_kernels import cpu_kernels
 from config_utils import (REPO_ROOT, ConfigError, check_names, check_output_folders, check_values,
@@ -459,11 +460,26 @@ def finished_results(run_dir: Path, identity: str) -> Path | None:
     return path if same_config and previous.get("status") in ("completed", "diverged") else None
 
 
+def job_log_kind(path: Path) -> str | None:
+    """What is at the job log's name when it is not a regular file ('a symbolic link', 'a named pipe',
+    'a folder', ...: atomic_io's names), else None (a regular file, or nothing there)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+    return None if stat.S_ISREG(mode) else file_kind(mode)
+
+
 def run_dir_problem(run_dir: Path, cfg: DictConfig) -> str | None:
     """Why run_dir cannot hold this configuration's run, or None: it may be missing (and creatable),
     empty (but for Hydra's job log), or this configuration's own folder: named after the run (the name
     ends in the identity hash), or holding its .identity or its results.json. Its .hydra must not lead
-    elsewhere (a link: the record would be written, and a rerun's old one removed, where it points)."""
+    elsewhere (a link: the record would be written, and a rerun's old one removed, where it points), and
+    its job log (JOB_LOG) must be a regular file or missing: Hydra opens it before this process's code
+    runs (a named pipe would hang that open, a link be appended to; atomic_io.RegularFileHandler, the
+    file handler of conf/hydra/job_logging/regular_file.yaml, opens neither and logs nothing there)."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         return folder_problem(run_dir)
@@ -472,6 +488,9 @@ def run_dir_problem(run_dir: Path, cfg: DictConfig) -> str | None:
     record = run_dir / ".hydra"   # write_run_record writes there, a forced rerun's publish empties it
     if record.is_symlink() or (record.exists() and not record.is_dir()):
         return "its .hydra (the run record written there) is not a folder of its own (a link or a file)"
+    if (kind := job_log_kind(run_dir / JOB_LOG)) is not None:
+        return (f"its {JOB_LOG} (Hydra's job log, appended to by every run) is {kind}, not a regular file "
+                "(remove it)")
     if cfg.get("logger") == "tensorboard" and (run_dir / "tensorboard").exists() and not (
             (run_dir / "tensorboard").is_dir() and not (run_dir / "tensorboard").is_symlink()):
         return "its tensorboard/ (logger=tensorboard writes event files there) is not a folder"

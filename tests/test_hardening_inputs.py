@@ -1,8 +1,9 @@
 """Issue 26, the inputs a command or the measuring API reads besides the report's tables: --skip-recorded
 reads its table through the report's checked reader (class 2), the entry point's finished-run check reads
-results.json through summarize_runs.read_json and refuses a run folder's .lock or .hydra that leads
-elsewhere (classes 2 and 3), and measure_separation and the planner refuse what they cannot measure or
-plan truthfully (class 4). Each case: one line, its exit status or exception, nothing created, no hang.
+results.json through summarize_runs.read_json and refuses a run folder's .lock, .hydra or Hydra's job
+log that leads elsewhere or is no regular file (classes 2 and 3; the job log's handler,
+atomic_io.RegularFileHandler, opens none), and measure_separation and the planner refuse what they cannot
+measure or plan truthfully (class 4). Each case: one line, its exit status or exception, nothing created, no hang.
 The report's own table cases are in test_hardening_tables.py."""
 from __future__ import annotations
 
@@ -247,9 +248,9 @@ def test_a_run_folders_lock_that_is_no_regular_file_is_a_config_error(run_folder
     assert sorted(os.listdir(folder)) == [".lock"]
 
 
-def entry(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+def entry(tmp_path: Path, *overrides: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return run(sys.executable, "representation_dynamics_terminal.py", *QUICK, f"log_root={tmp_path / 'logs'}",
-               f"figures_dir={tmp_path / 'figures'}", "progress=false", *overrides, timeout=180)
+               f"figures_dir={tmp_path / 'figures'}", "progress=false", *overrides, timeout=timeout)
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo"])
@@ -301,6 +302,129 @@ def test_reanalyze_refuses_a_checkpoint_fifo_in_one_line(tmp_path, target):
     line = one_error_line(run(sys.executable, "reanalyze.py", str(path), timeout=60))
     assert line.startswith(f"error: {folder / 'checkpoint.pt'}: refused: a named pipe, not a regular file")
     assert os.listdir(folder) == ["checkpoint.pt"]
+
+
+# ------------------------------------------- class 3: Hydra's job log, opened before the project's code
+def plant_job_log(log: Path, kind: str, target: Path) -> None:
+    {"fifo": lambda: os.mkfifo(log), "symlink": lambda: log.symlink_to(target),
+     "dev-zero link": lambda: log.symlink_to("/dev/zero"), "folder": lambda: log.mkdir()}[kind]()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_the_entry_point_refuses_a_job_log_that_is_no_regular_file_in_one_line(run_folder, tmp_path, kind):
+    """Hydra's FileHandler opened logs/<run>/representation_dynamics_terminal.log before any project code:
+    a FIFO hung the entry point, a link was appended to (its target created). Now the run folder check
+    (ValidateBeforeLaunch, before Hydra's logging set-up) refuses it: one line, exit 2, nothing created."""
+    _, folder = run_folder
+    log, target = folder / experiment.JOB_LOG, tmp_path / "outside" / "target.log"
+    target.parent.mkdir()
+    plant_job_log(log, kind, target)
+    line = one_error_line(entry(tmp_path, timeout=120))   # a hang is subprocess.TimeoutExpired
+    kinds = {"fifo": "a named pipe", "symlink": "a symbolic link", "folder": "a folder"}
+    assert line.startswith(f"error: hydra.run.dir={folder}: its {experiment.JOB_LOG} (Hydra's job log")
+    assert f"is {kinds[kind]}, not a regular file" in line and "HYDRA_FULL_ERROR" not in line
+    assert not target.exists() and os.listdir(target.parent) == []
+    assert os.listdir(folder) == [experiment.JOB_LOG] and (log.is_symlink() or not log.is_file())
+
+
+def test_a_multirun_refuses_a_job_log_fifo_before_launching(run_folder, tmp_path):
+    _, folder = run_folder
+    os.mkfifo(folder / experiment.JOB_LOG)
+    line = one_error_line(run(sys.executable, "representation_dynamics_terminal.py", "-m", *QUICK, "seed=666",
+                              f"log_root={tmp_path / 'logs'}", f"figures_dir={tmp_path / 'figures'}",
+                              "progress=false", timeout=120))
+    assert line.startswith(f"error: hydra.sweep.subdir={folder}: its {experiment.JOB_LOG} (Hydra's job log")
+    assert "a named pipe" in line and os.listdir(folder) == [experiment.JOB_LOG]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "dev-zero link", "folder"])
+def test_the_check_names_a_planted_job_log(run_folder, tmp_path, kind):
+    cfg, folder = run_folder
+    plant_job_log(folder / experiment.JOB_LOG, kind, tmp_path / "outside" / "target.log")
+    error = finishes(lambda: experiment.check_run_dir(folder, cfg))
+    assert isinstance(error, ConfigError) and "\n" not in str(error), error
+    assert f"its {experiment.JOB_LOG} (Hydra's job log, appended to by every run) is a " in str(error)
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_regular_job_log_is_no_problem(run_folder):
+    cfg, folder = run_folder
+    (folder / experiment.JOB_LOG).write_text("[earlier run's line]\n")
+    assert experiment.run_dir_problem(folder, cfg) is None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "dev-zero link", "folder"])
+def test_the_job_log_handler_opens_no_special_file_and_emits_nothing(tmp_path, kind):
+    """atomic_io.RegularFileHandler (Hydra's job log handler): no hang, no link followed, no exception."""
+    import logging
+
+    from atomic_io import NotRegularFile, RegularFileHandler
+    log, target = tmp_path / "job.log", tmp_path / "outside" / "target.log"
+    target.parent.mkdir()
+    plant_job_log(log, kind, target)
+    for delay in (False, True):
+        handler = finishes(lambda: RegularFileHandler(str(log), delay=delay))
+        assert isinstance(handler, RegularFileHandler), handler
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "a line", (), None)
+        assert finishes(lambda: (handler.handle(record), handler.handle(record))) == (True, True)
+        assert handler.stream is None and isinstance(handler.refused, NotRegularFile)
+        handler.close()
+    assert not target.exists() and os.listdir(target.parent) == []
+
+
+def test_the_job_log_handler_appends_to_a_regular_file(tmp_path):
+    import logging
+
+    from atomic_io import RegularFileHandler
+    log = tmp_path / "job.log"
+    log.write_text("earlier\n")
+    for delay in (False, True):
+        handler = RegularFileHandler(str(log), delay=delay)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, "line %s", (delay,), None))
+        handler.close()
+    assert log.read_text() == "earlier\nline False\nline True\n"
+    handler = RegularFileHandler(str(tmp_path / "new.log"))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.handle(logging.LogRecord("x", logging.INFO, __file__, 1, "first", (), None))
+    handler.close()
+    assert (tmp_path / "new.log").read_text() == "first\n"
+
+
+def test_hydras_job_logging_is_its_default_but_the_file_handlers_class(compose):
+    """Same format, level, file name and handlers as Hydra 1.3's default; only the class differs; the
+    data scripts (data_only: hydra/job_logging=stdout) keep theirs."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import hydra
+    default = OmegaConf.load(Path(hydra.__file__).parent / "conf" / "hydra" / "job_logging" / "default.yaml")
+    with initialize_config_dir(str(config_utils.CONF_DIR), version_base="1.3"):
+        ours = hydra_compose("config", return_hydra_config=True).hydra.job_logging
+        data_only = hydra_compose("data_only", return_hydra_config=True).hydra.job_logging
+    ours = OmegaConf.to_container(ours, resolve=False)
+    default = OmegaConf.to_container(default)
+    assert ours["handlers"]["file"].pop("class") == "atomic_io.RegularFileHandler"
+    assert default["handlers"]["file"].pop("class") == "logging.FileHandler"
+    assert ours == default
+    assert sorted(OmegaConf.to_container(data_only)["handlers"]) == ["console"]
+
+
+def test_hydras_logging_set_up_with_a_job_log_fifo_does_not_hang(tmp_path):
+    """Were the run folder check passed by (a FIFO made after it), Hydra's own set-up (its target policy
+    included) of this job logging neither hangs nor raises, and logs to the console only."""
+    os.mkfifo(tmp_path / "job.log")
+    script = (
+        "import logging, sys\n"
+        "from omegaconf import OmegaConf\n"
+        "from hydra._internal.logging_config import configure_logging\n"
+        "conf = OmegaConf.to_container(OmegaConf.load('conf/hydra/job_logging/regular_file.yaml'))\n"
+        "conf['handlers']['file']['filename'] = sys.argv[1]\n"
+        "configure_logging(conf)\n"
+        "logging.getLogger('x').info('a line')\n")
+    completed = run(sys.executable, "-c", script, str(tmp_path / "job.log"), timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.endswith("[x][INFO] - a line\n") and completed.stderr == ""
 
 
 # ---------------------------------------------------- class 4: the API refuses what it cannot measure
@@ -417,3 +541,4 @@ def test_the_memory_needed_counts_every_point_and_the_widest_twice_more(monkeypa
 def test_this_machines_memory_is_known():
     available = representation_analysis.available_memory(torch.device("cpu"))
     assert available is None or 0 < available < 2 ** 50
+
