@@ -1511,12 +1511,7 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
                  + ("BatchNorm in train mode" if group.batch_norm else "no BatchNorm layers")
                  + ("\na line stops where D_l is 0 or not finite (the layer's features are all alike, or overflowed)"
                     if any(item.get("undrawn") for item in series) else ""), 9)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(series),
-                                                            "Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, series_digest(series))
 
 
 GRID_MARKS = {"loss": "lr by training loss", "accuracy": "lr by test accuracy", "paper": "the paper's lr"}
@@ -1581,12 +1576,7 @@ def grid_figure_png(grid: dict) -> bytes:
                  "the median r, at every lr of the grid\nframed: the lr by training loss (black), by test accuracy "
                  f"(blue dashes); gold star: the paper's lr; borderline: decided by seeds within {R_NOISE} of "
                  f"{R_THRESHOLD}", 8.5)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(grid),
-                                                            "Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure, series_digest(grid))
 
 
 def miss_fits(cell: LrCell, profiles: dict) -> list[dict]:
@@ -1657,10 +1647,17 @@ def misses_figure_png(misses: list[dict]) -> bytes | None:
         axes.axis("off")
     set_suptitle(figure, "The settings that do not hold at their training-loss lr or at the paper's lr: D_l of "
                  "every seed at that lr (solid) and its two-segment fit (dashes)", 10)
-    figure.tight_layout(rect=(0, 0, 1, 0.98))
+    return png_bytes(figure, series_digest(misses), rect=(0, 0, 1, 0.98))
+
+
+def png_bytes(figure, digest: str, rect=None) -> bytes:
+    """The laid-out figure as PNG bytes carrying `digest` (the sha256 of the data it draws) in its
+    Description, and closed; no Software field, so the bytes depend on the data alone."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout(rect=rect)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + series_digest(misses),
-                                                            "Software": None})
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Description": "data sha256 " + digest, "Software": None})
     plt.close(figure)
     return buffer.getvalue()
 

@@ -1,6 +1,6 @@
 """Helpers of the tests that start, interrupt or call commands: the stop signals of a child at their
-defaults, whether a process still runs, and a command's main() run in-process for its exit status and
-output.
+defaults, whether a process still runs, a command's main() run in-process for its exit status and
+output, and a call that must not block.
 
 A suite started in the background (`make test &`: SIGINT and SIGQUIT ignored) or under nohup (SIGHUP
 ignored) would pass the ignored signals on to its children, and a shell cannot trap a signal that was
@@ -9,7 +9,10 @@ ignored when it started: the tests that send them would fail for how the suite w
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
+
+import pytest
 
 
 def default_signals() -> None:
@@ -35,3 +38,21 @@ def main_outcome(capsys, main, *argv) -> tuple[int, str, str]:
         code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def finishes(function, seconds: float = 20):
+    """function() run in a thread: its result or the exception it raised, or pytest.fail when it has not
+    returned within `seconds` (a hang)."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except BaseException as error:   # noqa: BLE001  (handed to the test)
+            outcome["error"] = error
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s: it blocks")
+    return outcome.get("error", outcome.get("value"))

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,27 +24,11 @@ import representation_analysis
 import sweep_jobs
 from config_utils import ConfigError
 from representation_analysis import measure_separation
+from tests.child_processes import finishes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = REPO_ROOT / "docs" / "reproduction"
 QUICK = ("layer_num=1", "hidden_size=8", "epochs=1")
-
-
-def finishes(function, seconds: float = 20):
-    """function() in a thread: its result or the exception it raised; pytest.fail if it blocks."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = function()
-        except BaseException as error:   # noqa: BLE001  (handed to the test)
-            outcome["error"] = error
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"still running after {seconds} s: it blocks")
-    return outcome.get("error", outcome.get("value"))
 
 
 def run(*command: str, timeout: float = 120, **environment) -> subprocess.CompletedProcess:

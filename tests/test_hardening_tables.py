@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 import atomic_io
 import reproduction_report as report
 from summarize_runs import BadFile
-from tests.child_processes import main_outcome
+from tests.child_processes import finishes, main_outcome
 from tests.test_report import fit_of
 
 pytestmark = pytest.mark.xdist_group("report")   # the plan fixture is built once, as test_report's
@@ -96,24 +95,6 @@ def run_main(capsys, *argv) -> tuple[int, str, str]:
 def command(*argv, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO_ROOT / "reproduction_report.py"), *map(str, argv)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
-
-
-def finishes(function, seconds: float = 20):
-    """function() run in a thread: its result or exception, or pytest.fail when it has not returned
-    within `seconds` (a hang)."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = function()
-        except BaseException as error:   # noqa: BLE001  (handed to the test)
-            outcome["error"] = error
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        pytest.fail(f"still running after {seconds} s: it blocks")
-    return outcome.get("error", outcome.get("value"))
 
 
 def rows_of(folder: Path) -> dict:

@@ -17,6 +17,7 @@ import pytest
 
 import reproduction_report as report
 import summarize_runs
+from tests.child_processes import main_outcome
 from tests.test_summarize import write_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,13 +60,7 @@ def remove_tree(root: Path) -> None:
 
 
 def run_main(main, capsys, *argv) -> tuple[int, str, str]:
-    try:
-        main([str(argument) for argument in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return main_outcome(capsys, main, *argv)
 
 
 def edit(path: Path, change) -> Path:
