@@ -51,8 +51,8 @@ def recorded():
         if group.name not in measured:
             continue
         seen = set()
-        for part in group.sweeps:
-            ((_, jobs),), _ = sweep_jobs.sweep_jobs([group.runs_as], list(part), compose_jobs=True)
+        for preset, part in group.part_groups():
+            ((_, jobs),), _ = sweep_jobs.sweep_jobs([preset], list(part), compose_jobs=True)
             for job in jobs:
                 if job.run_name in measured[group.name] and job.run_name not in seen:
                     seen.add(job.run_name)

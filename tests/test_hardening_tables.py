@@ -456,7 +456,9 @@ def test_a_queue_log_whose_exit_precedes_its_start_is_skipped(tmp_path, capsys):
 def test_the_checked_reader_gives_the_recorded_runs_of_the_committed_tables():
     tables = report.read_tables(COMMITTED)
     finished = {row["run"] for row in tables.rows if row["status"] in report.FINISHED}
-    assert report.recorded_runs(COMMITTED) == finished and len(finished) == 736
+    with open(COMMITTED / "runs.csv", newline="") as handle:   # the same table read plainly
+        plain = {row["run"] for row in csv.DictReader(handle) if row["status"] in ("completed", "diverged")}
+    assert report.recorded_runs(COMMITTED) == finished == plain and len(finished) > 700
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero link", "link to a good table", "folder", "too big"])
