@@ -46,15 +46,17 @@ def render() -> str:
     rows = read_rows(REPORT / "runs.csv")
     groups, _ = sweep_jobs(list(GROUPS), compose_jobs=True)
     lines = ["| the paper's claim | group | command (seed 666) | jobs | CPU, one core | best on | "
-             "verdict over 5 seeds (report) |", "|---|---|---|---:|---|---|---|"]
+             "verdict over its seeds (report) |", "|---|---|---|---:|---|---|---|"]
     for name, jobs in groups:
         group = report_groups.get(name)
         claim = group.claim if group else CLAIMS_NOT_RUN[name]
         seconds = sum(job.cost for job in jobs)
         sources = sorted({job.cost_source for job in jobs})
         if group and any(row["group"] == name for row in rows):
-            verdict = (f"[{group_verdict(group, settings_of(group, [r for r in rows if r['group'] == name]))}]"
-                       f"(docs/reproduction/README.md#{name})")
+            settings = settings_of(group, [row for row in rows if row["group"] == name])
+            at_paper = group_verdict(group, settings, "by_paper")
+            verdict = (f"[{'' if at_paper == 'no lr named' else f'at the paper lr: {at_paper}; '}"
+                       f"at the training-loss lr: {group_verdict(group, settings)}](docs/reproduction/README.md#{name})")
             if name in not_run:
                 verdict += f"; not run: {not_run[name]}"
         else:
