@@ -1475,9 +1475,8 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    from plotting import log_axis_labels, sequence_color, set_suptitle, set_title
+    from plotting import sequence_color, set_suptitle, set_title
 
     if not series:
         return None
@@ -1497,12 +1496,7 @@ def group_figure_png(group: Group, series: list[dict]) -> bytes | None:
                           markersize=3, linewidth=0.9, alpha=0.85, color=color,
                           label=figure_text(item["line"], 120) if first else None)
         set_title(axes, f"{group.panels} {figure_text(panel)}" if group.panels else group.name, 10)
-        axes.set_xlabel("layer l")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylabel("D_l (log scale)")
-        axes.grid(alpha=0.3, which="both")
-        log_axis_labels(axes)
-        axes.legend(fontsize=6.5)
+        label_profile_axes(axes, 6.5)
     which = "every lr" if group.lines == "lr" else "each setting at its chosen lr"
     seeds = sorted({item["seed"] for item in series}, key=lambda s: SEEDS.index(s) if s in SEEDS else 99)
     lines = (f"one line per seed ({', '.join(map(str, seeds))}; seed 666 with markers)" if len(seeds) > 1
@@ -1614,9 +1608,8 @@ def misses_figure_png(misses: list[dict]) -> bytes | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    from plotting import log_axis_labels, set_suptitle, set_title
+    from plotting import set_suptitle, set_title
 
     if not misses:
         return None
@@ -1637,17 +1630,27 @@ def misses_figure_png(misses: list[dict]) -> bytes | None:
                       fit["intercept"] + slopes[1] * (ends[2] - ends[1])]
                 axes.semilogy(ends, [math.exp(y) for y in ys], "--", linewidth=0.8, color=color)
         set_title(axes, figure_text(miss["title"], 160), 8)
-        axes.set_xlabel("layer l")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_ylabel("D_l (log scale)")
-        axes.grid(alpha=0.3, which="both")
-        log_axis_labels(axes)
-        axes.legend(fontsize=6)
+        label_profile_axes(axes, 6)
     for axes in [axes for line in axes_grid for axes in line][count:]:
         axes.axis("off")
     set_suptitle(figure, "The settings that do not hold at their training-loss lr or at the paper's lr: D_l of "
                  "every seed at that lr (solid) and its two-segment fit (dashes)", 10)
     return png_bytes(figure, series_digest(misses), rect=(0, 0, 1, 0.98))
+
+
+def label_profile_axes(axes, legend_size: float) -> None:
+    """A profile panel's axes: layers on x (whole numbers), D_l on a log y axis with readable labels, a
+    light grid and the legend."""
+    from matplotlib.ticker import MaxNLocator
+
+    from plotting import log_axis_labels
+
+    axes.set_xlabel("layer l")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_ylabel("D_l (log scale)")
+    axes.grid(alpha=0.3, which="both")
+    log_axis_labels(axes)
+    axes.legend(fontsize=legend_size)
 
 
 def png_bytes(figure, digest: str, rect=None) -> bytes:
