@@ -27,6 +27,21 @@ echo "GPU 0: Fake GPU (UUID: GPU-1234-abcd)"
 echo "  MIG 1g.10gb     Device  0: (UUID: {OLD_MIG})"
 echo "  MIG 1g.10gb     Device  1: (UUID: {NEW_MIG})"
 """
+# The fake planner's plan (shell lines inside `if [ "$1" = sweep_jobs.py ]`): STUB_JOBS (default 4) jobs
+# `STUB job.py n=K >> LOG_ROOT/jobs/jK.log 2>&1`, each running this stub again; tests/test_sweep_failures.py
+# builds its stub on it too.
+STUB_PLAN = r"""    log_root=logs
+    for argument do case $argument in log_root=*) log_root=${argument#log_root=} ;; esac; done
+    jobs=${STUB_JOBS:-4}
+    printf '# job logs: %s/jobs\n# group g: %s jobs\n' "$log_root" "$jobs"
+    n=1
+    while [ "$n" -le "$jobs" ]; do
+        printf "'%s' job.py n=%s >> '%s/jobs/j%s.log' 2>&1\n" "$0" "$n" "$log_root" "$n"
+        n=$((n + 1))
+    done
+    echo "# total: $jobs jobs"
+    exit 0
+"""
 # The fake interpreter. `sweep_jobs.py ARGS` (the planner) notes its folder and arguments next to itself
 # and prints a plan of four jobs that run this stub again; STUB_PLANNER=slow makes the planner sleep (as
 # itself: exec), =fail makes it fail; STUB_JOBS=N plans N jobs. A job prints its arguments and
@@ -40,18 +55,7 @@ if [ "$1" = sweep_jobs.py ]; then
         slow) echo $$ > "$here/planner.pid"; exec sleep 30 ;;
         fail) exit 3 ;;
     esac
-    log_root=logs
-    for argument do case $argument in log_root=*) log_root=${argument#log_root=} ;; esac; done
-    jobs=${STUB_JOBS:-4}
-    printf '# job logs: %s/jobs\n# group g: %s jobs\n' "$log_root" "$jobs"
-    n=1
-    while [ "$n" -le "$jobs" ]; do
-        printf "'%s' job.py n=%s >> '%s/jobs/j%s.log' 2>&1\n" "$0" "$n" "$log_root" "$n"
-        n=$((n + 1))
-    done
-    echo "# total: $jobs jobs"
-    exit 0
-fi
+""" + STUB_PLAN + r"""fi
 [ "$1" = -c ] && exit 0
 echo "ran $* CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-unset}"
 """

@@ -25,6 +25,7 @@ import pytest
 
 from reproduction_report import queue_statistics
 from tests.child_processes import default_signals, running
+from tests.test_shell_hardening import STUB_PLAN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
@@ -40,17 +41,7 @@ echo "GPU 1: Fake GPU (UUID: GPU-5678-abcd)"
 PYTHON_STUB = r"""#!/bin/sh
 here=$(dirname "$0")
 if [ "$1" = sweep_jobs.py ]; then
-    log_root=logs
-    for argument do case $argument in log_root=*) log_root=${argument#log_root=} ;; esac; done
-    printf '# job logs: %s/jobs\n' "$log_root"
-    n=1
-    while [ "$n" -le "${STUB_JOBS:-4}" ]; do
-        printf "'%s' job.py n=%s >> '%s/jobs/j%s.log' 2>&1\n" "$0" "$n" "$log_root" "$n"
-        n=$((n + 1))
-    done
-    echo "# total: ${STUB_JOBS:-4} jobs"
-    exit 0
-fi
+""" + STUB_PLAN + r"""fi
 [ "$1" = -c ] && exit 0
 n=${2#n=}
 outcome=$(printenv "STUB_OUTCOME_$n" || echo ok)
