@@ -2,13 +2,20 @@
 (one record per point) and its fit, for the command line (measure_profile) and for any nn.Module
 (measure_separation). Measuring never changes the model: BatchNorm's train_batches mode (the paper's
 protocol) works on a copy. What cannot be measured truthfully is refused in one line (TypeError or
-ValueError naming the argument and what is allowed): labels that are no integer class indices, a bare
-string as modules, a pca_dim below 1, streamed d x d sums larger than the memory available.
+ValueError naming the argument and what is allowed): labels that are no integer class indices or of
+another length than the inputs, a single class, a bare string as modules or a name the model lacks (with
+near matches), a module that runs twice per forward pass or returns no tensor, non-finite features, a
+pca_dim below 1, no samples, and an iterator that would have to be read twice.
+
+The API needs torch alone (tqdm is imported only for the command line's progress bar):
+    pip install .                 # the API;  pip install .[metrics]: also separation_metric (TorchMetrics)
 """
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import copy
+import difflib
 import itertools
 import logging
 import math
@@ -18,10 +25,10 @@ import warnings
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from variance_analysis import (MEASURES, StreamingClassStatistics, check_class_indices, class_statistics,
-                               fit_log_linear, fuzziness_from_statistics, layer_ratios, pca_reduce)
+from variance_analysis import (MEASURES, StreamingClassStatistics, TwoPassClassStatistics, check_class_indices,
+                               class_statistics, fit_log_linear, fuzziness_from_statistics, layer_ratios,
+                               pca_reduce)
 BN_MODES = ("eval", "train_batches")
 log = logging.getLogger("representation_dynamics")
 
@@ -38,7 +45,7 @@ def captured_outputs(model: nn.Module, modules: list[tuple[str, nn.Module]], sin
     """Forward hooks on `modules` that pass each output, flattened to [batch, d], to sink(name, output),
     with the model in train or eval mode (restored afterwards). Yields `forward(inputs)`, which runs one
     batch; a module that runs more than once in one forward pass is an error (its outputs could not be
-    told apart)."""
+    told apart), and so is one whose output is no tensor (a tuple or dict: PickOutput picks a part)."""
     seen: set[str] = set()
 
     def hook_for(name):
@@ -46,6 +53,8 @@ def captured_outputs(model: nn.Module, modules: list[tuple[str, nn.Module]], sin
             if name in seen:
                 raise ValueError(f"module {name!r} runs more than once per forward pass (a reused module): "
                                  "its outputs cannot be told apart; measure its parent")
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(not_a_tensor_message(name, output))
             seen.add(name)
             sink(name, output.detach().flatten(start_dim=1))
         return hook
@@ -64,6 +73,32 @@ def captured_outputs(model: nn.Module, modules: list[tuple[str, nn.Module]], sin
         for handle in handles:
             handle.remove()
         model.train(was_training)
+
+
+class PickOutput(nn.Module):
+    """output[key] of a module whose output is a tuple, list or dict: nn.Sequential(module, PickOutput(0))
+    has a tensor output that can be measured (name the wrapper)."""
+
+    def __init__(self, key):
+        super().__init__()
+        self.key = key
+
+    def forward(self, output):
+        return output[self.key]
+
+
+def not_a_tensor_message(name: str, output) -> str:
+    """What a hooked module that returns no tensor is told, and how to pick one of its parts."""
+    if isinstance(output, dict):
+        parts, key = f"keys {list(output)}", next(iter(output), "key")
+    elif isinstance(output, (tuple, list)):
+        parts, key = f"{len(output)} parts", 0
+    else:
+        parts, key = "no tensor", None
+    pick = ("" if key is None else f" or wrap it to pick one part: nn.Sequential(module, "
+            f"representation_analysis.PickOutput({key!r})), and name the wrapper")
+    return (f"module {name!r} returns a {type(output).__name__} ({parts}), not a tensor; allowed: modules whose "
+            f"output is one tensor: name the submodule that computes the part wanted{pick}")
 
 
 def collect_features(model: nn.Module, inputs: torch.Tensor, modules: list[tuple[str, nn.Module]],
@@ -160,6 +195,8 @@ def separation_profile(features: dict[str, torch.Tensor], labels: torch.Tensor,
     """Records (see point_records) of in-memory features {name: [N, d]}. Features wider than pca_dim
     are first reduced to pca_dim dimensions by PCA (`dim` stays the original width). With `progress`, a
     bar labelled `description` counts the points as they are measured."""
+    from tqdm.auto import tqdm  # the command line's dependency, not the API's
+
     check_pca_dim(pca_dim)
 
     def statistics(name, feature):
@@ -270,8 +307,9 @@ def check_streaming_memory(dims: dict[str, int], device: torch.device) -> None:
     widest = max(dims, key=dims.get)
     raise ValueError(f"modules: measuring {len(dims)} point(s) without pca_dim streams d x d float64 sums "
                      f"(widest {widest!r}, d = {dims[widest]:,}): {needed / 1e9:.1f} GB, more than the "
-                     f"{available / 1e9:.1f} GB available on {device}; allowed: pca_dim=K (features held in "
-                     "memory, PCA-reduced to K first) or fewer or narrower modules")
+                     f"{available / 1e9:.1f} GB available on {device}; allowed: passes=None or 2 (two passes, "
+                     "O(K d) memory), pca_dim=K (features held in memory, PCA-reduced to K first) or fewer or "
+                     "narrower modules")
 
 
 def resolve_modules(model: nn.Module, modules=None) -> list[tuple[str, nn.Module]]:
@@ -303,9 +341,10 @@ def resolve_modules(model: nn.Module, modules=None) -> list[tuple[str, nn.Module
     if (twice := next((name for name in modules if modules.count(name) > 1), None)) is not None:
         raise ValueError(f"modules: {twice!r} is listed more than once; allowed: each submodule once")
     by_name = dict(model.named_modules())
-    missing = [name for name in modules if name not in by_name]
-    if missing:
-        raise ValueError(f"no submodule named {missing}; names look like {list(by_name)[1:6]}")
+    if (missing := next((name for name in modules if name not in by_name), None)) is not None:
+        near = difflib.get_close_matches(missing, [name for name in by_name if name], n=5, cutoff=0.5)
+        raise ValueError(f"modules: the model has no submodule {missing!r} (near matches: {near or 'none'}); "
+                         f"allowed: dotted names as model.named_modules() gives them, e.g. {list(by_name)[1:4]}")
     return [(name, by_name[name]) for name in modules]
 
 
@@ -318,22 +357,100 @@ def _batches(data, labels, batch_size):
         yield from ((batch[0], batch[1]) for batch in data)
 
 
+def distributed() -> bool:
+    """True in a process of an initialized torch.distributed group: then measure_separation sums over processes."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def sum_across_processes(tensors: list[torch.Tensor]) -> None:
+    """all_reduce(SUM) of each tensor in place under torch.distributed (nothing in one process)."""
+    if distributed():
+        for tensor in tensors:
+            torch.distributed.all_reduce(tensor)
+
+
+def check_two_classes(present: list[int]) -> None:
+    """ValueError unless samples of at least two classes were seen (`present`: the classes seen)."""
+    if len(present) < 2:
+        raise ValueError(f"labels: {'only class ' + str(present[0]) if present else 'no class'}; allowed: samples "
+                         "of at least two classes (D compares class means)")
+
+
+def forward_pass(model: nn.Module, named, batches, classes: int, device, consumer_for) -> tuple[dict, torch.Tensor]:
+    """One forward pass over (inputs, labels) batches, each output of `named` [B, d] (finite, else ValueError
+    naming the module) passed with its batch's labels to consume(name, output, labels). consumer_for(dims,
+    output_device) gives `consume` once the first batch has run (its outputs wait until then). Returns
+    ({name: d}, samples per class [K] (float64, summed across processes))."""
+    dims, held, current = {}, [], {"consume": None, "labels": None}
+    class_counts = torch.zeros(classes, dtype=torch.float64)
+
+    def sink(name, output):
+        if not bool(output.isfinite().all()):
+            raise ValueError(f"module {name!r}: its output holds NaN or infinite values; allowed: finite features "
+                             "(check the model's weights and the inputs)")
+        dims[name] = output.shape[1]
+        if current["consume"] is None:
+            held.append((name, output))
+        else:
+            current["consume"](name, output, current["labels"])
+
+    with captured_outputs(model, named, sink) as forward:
+        for number, (inputs, batch_labels) in enumerate(batches):
+            check_class_indices(batch_labels, classes)
+            if batch_labels.shape[0] != inputs.shape[0]:
+                raise ValueError(f"labels: {batch_labels.shape[0]} for a batch of {inputs.shape[0]} samples; "
+                                 "allowed: one label per sample")
+            class_counts += torch.bincount(batch_labels.long().cpu(), minlength=classes)
+            current["labels"] = batch_labels.to(device)
+            forward(inputs.to(device))
+            if number == 0:
+                if silent := [name for name, _ in named if name not in dims]:
+                    raise ValueError(f"modules: {silent} gave no output in the forward pass; allowed: "
+                                     "submodules the model runs")
+                current["consume"] = consumer_for(dims, held[0][1].device)
+                for name, output in held:
+                    current["consume"](name, output, current["labels"])
+                held.clear()
+    sum_across_processes([class_counts])
+    return dims, class_counts
+
+
+def fits_in_memory(dims: dict[str, int], device: torch.device) -> bool:
+    """Whether the one-pass d x d sums of points of widths `dims` fit in the memory available (unknown: yes)."""
+    available = available_memory(device)
+    return available is None or streaming_bytes(dims) <= available
+
+
 def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = None, modules=None, *,
                        num_classes: int | None = None, measure: str = "within_variance",
                        batch_size: int = 500, device: torch.device | str | None = None,
-                       pca_dim: int | None = None, segments: list[tuple[int, int]] | None = None) -> dict:
+                       pca_dim: int | None = None, passes: int | None = None,
+                       segments: list[tuple[int, int]] | None = None) -> dict:
     """Separation profile of any nn.Module, in eval mode (restored after).
 
     data: an input tensor [N, ...] with `labels` [N], or an iterable of (inputs, labels) batches
     (a DataLoader); labels are integer class indices 0..K-1 (float labels are refused, not truncated).
     modules: None (the model's measured_points), a module type (e.g. nn.ReLU: every submodule of that
-    type) or a list of submodule names (a bare string is refused). pca_dim: None or an integer >= 1:
-    reduce features wider than this by PCA first, as the command line does for the models whose config
-    sets model.pca_dim (then all features are held in memory); without it, memory per point is
-    O(K d + d^2) whatever N: the float64 sums of variance_analysis.StreamingClassStatistics are updated
-    batch by batch, and refused (ValueError, after the first batch's forward pass, before any d x d
-    allocation) when they would not fit in the memory available. segments: [(first, last), ...] point
-    ranges fitted separately (default: the model's fit_segments, if it declares them).
+    type) or a list of submodule names, dotted as model.named_modules() and torchvision's
+    get_graph_node_names name submodules ("layer1.0.conv1"; a bare string is refused).
+
+    How it measures (exact in every case; D, nc1, cdnv and the traces from float64 sums):
+    - pca_dim=k (an integer >= 1): features wider than k are reduced by PCA first, as the command line
+      does for the models whose config sets model.pca_dim (the original's protocol); all features are
+      held in memory.
+    - passes=1: one pass, memory O(K d + d^2) per point whatever N (StreamingClassStatistics); refused
+      (ValueError, after the first batch's forward pass, before any d x d allocation) when the sums would
+      not fit in the memory available.
+    - passes=2: two passes over the data (TwoPassClassStatistics): class means, then the within-class
+      deviations projected on the class-mean directions; memory O(K d) per point, no d x d matrix, any
+      width (a ResNet-50's conv1 at 224 x 224: d = 802,816). `data` must give the same samples twice
+      (a tensor, a list of batches, a DataLoader without random augmentation; checked); an iterator,
+      read once, is refused.
+    - passes=None (default): one pass when its d x d sums fit in the memory available, else two.
+    Under torch.distributed (initialized by the caller, e.g. torchrun) every process measures its shard
+    of the data in two passes and the float64 sums are all-reduced: each process returns the profile of
+    all the data. segments: [(first, last), ...] point ranges fitted separately (default: the model's
+    fit_segments, if it declares them).
 
     Returns {"layers": [records as point_records], "fit": the line fit of ln(value) on the index}.
 
@@ -348,6 +465,7 @@ def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = Non
     check_pca_dim(pca_dim)
     check_count("batch_size", batch_size)
     check_count("num_classes", num_classes, allow_none=True)
+    check_passes(passes, pca_dim)
     if isinstance(data, torch.Tensor):
         if labels is None:
             raise ValueError("labels are required when data is a tensor")
@@ -355,58 +473,102 @@ def measure_separation(model: nn.Module, data, labels: torch.Tensor | None = Non
         if labels.shape[0] != data.shape[0]:
             raise ValueError(f"labels: {labels.shape[0]} for {data.shape[0]} samples of data; allowed: one "
                              "label per sample")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+        if labels.numel() and not distributed():   # a process's shard may hold one class
+            check_two_classes(torch.unique(labels).tolist())
+    if device is None:
+        device = next(model.parameters(), torch.empty(0)).device
+    device = torch.device(device)
     batches = _batches(data, labels, batch_size)
     if (first := next(batches, None)) is None or first[0].shape[0] == 0:
         raise ValueError("data: no samples; allowed: at least one sample per class measured")
     classes = num_classes or (int(labels.max()) + 1 if labels is not None and labels.numel() else None)
     if classes is None:
         raise ValueError("pass num_classes when data is an iterable of batches")
+    if distributed() and num_classes is None:  # every process's shard: the same K
+        largest = torch.tensor([classes])
+        torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+        classes = int(largest)
     if segments is None:
         segments = getattr(model, "fit_segments", None)
-    seen_labels: list[torch.Tensor] = []
-    dims: dict[str, int] = {}
-    if pca_dim is None:
-        statistics = {name: StreamingClassStatistics(classes) for name, _ in named}
-        first_outputs: list[tuple[str, torch.Tensor]] = []   # held until the memory needed is known
+    path = {}
 
-        def sink(name, output):
-            dims[name] = output.shape[1]
-            if first_outputs is not None:
-                first_outputs.append((name, output))
-            else:
-                statistics[name].update(output, seen_labels[-1])
+    def consumer_for(dims, output_device):
+        if pca_dim is not None:
+            path["captured"] = {name: [] for name, _ in named}
+            path["labels"] = []
+
+            def hold(name, output, batch_labels):
+                path["captured"][name].append(output)
+                if name == named[0][0]:
+                    path["labels"].append(batch_labels)
+            return hold
+        if passes == 1 or (passes is None and not distributed() and fits_in_memory(dims, output_device)):
+            check_streaming_memory(dims, output_device)
+            path["streaming"] = {name: StreamingClassStatistics(classes) for name, _ in named}
+            return lambda name, output, batch_labels: path["streaming"][name].update(output, batch_labels)
+        if isinstance(data, collections.abc.Iterator):
+            raise ValueError(one_pass_only_message(dims, output_device))
+        path["two_pass"] = {name: TwoPassClassStatistics(classes) for name, _ in named}
+        return lambda name, output, batch_labels: path["two_pass"][name].add_to_means(output, batch_labels)
+
+    dims, class_counts = forward_pass(model, named, itertools.chain([first], batches), classes, device,
+                                      consumer_for)
+    check_two_classes(torch.nonzero(class_counts).flatten().tolist())
+    widths = [dims[name] for name, _ in named]
+    if "captured" in path:
+        features = {name: torch.cat(chunks) for name, chunks in path["captured"].items()}
+        records = separation_profile(features, torch.cat(path["labels"]), measure, pca_dim)
+    elif "streaming" in path:
+        records = point_records(((name, path["streaming"][name].finalize()) for name, _ in named), widths, measure)
     else:
-        captured: dict[str, list[torch.Tensor]] = {name: [] for name, _ in named}
-
-        def sink(name, output):
-            dims[name] = output.shape[1]
-            captured[name].append(output)
-
-    with captured_outputs(model, named, sink) as forward:
-        for number, (inputs, batch_labels) in enumerate(itertools.chain([first], batches)):
-            check_class_indices(batch_labels, classes)
-            if batch_labels.shape[0] != inputs.shape[0]:
-                raise ValueError(f"labels: {batch_labels.shape[0]} for a batch of {inputs.shape[0]} samples; "
-                                 "allowed: one label per sample")
-            seen_labels.append(batch_labels.to(device))
-            forward(inputs.to(device))
-            if number == 0:
-                if silent := [name for name, _ in named if name not in dims]:
-                    raise ValueError(f"modules: {silent} gave no output in the forward pass; allowed: "
-                                     "submodules the model runs")
-                if pca_dim is None:
-                    check_streaming_memory(dims, first_outputs[0][1].device)
-                    for name, output in first_outputs:
-                        statistics[name].update(output, seen_labels[-1])
-                    first_outputs = None
-    if pca_dim is None:
-        records = point_records(((name, statistics[name].finalize()) for name, _ in named),
-                                [dims[name] for name, _ in named], measure)
-    else:
-        features = {name: torch.cat(chunks) for name, chunks in captured.items()}
-        records = separation_profile(features, torch.cat(seen_labels), measure, pca_dim)
+        records = point_records(two_pass_statistics(model, named, path["two_pass"], data, labels, batch_size,
+                                                    classes, device), widths, measure)
     return {"layers": records, "fit": profile_fit(records, segments)}
+
+
+def check_passes(passes, pca_dim) -> None:
+    """TypeError or ValueError unless passes is None, 1 or 2, and fits pca_dim and torch.distributed."""
+    if passes is None:
+        return
+    if not is_whole_number(passes):
+        raise TypeError(f"passes={passes!r}: of type {type(passes).__name__}; allowed: None (chosen by memory), 1 or 2")
+    if passes not in (1, 2):
+        raise ValueError(f"passes={passes}: allowed: None (chosen by memory), 1 or 2")
+    if pca_dim is not None:
+        raise ValueError(f"passes={passes} with pca_dim={pca_dim}: PCA holds the features and takes one pass; "
+                         "allowed: passes=None with pca_dim")
+    if passes == 1 and distributed():
+        raise ValueError("passes=1 under torch.distributed: the one-pass sums are not summed across processes; "
+                         "allowed: passes=None or 2")
+
+
+def one_pass_only_message(dims: dict[str, int], device: torch.device) -> str:
+    """Why an iterator (read once) cannot be measured without pca_dim here, and what to pass instead."""
+    widest = max(dims, key=dims.get)
+    why = ("under torch.distributed the measurement takes two passes" if distributed() else
+           f"its d x d float64 sums (widest {widest!r}, d = {dims[widest]:,}) need {streaming_bytes(dims) / 1e9:.1f} "
+           f"GB, more than the memory available on {device}, so it takes two passes")
+    return (f"data: an iterator, which can be read once, and {why}; allowed: data that can be iterated twice (a "
+            "tensor with labels, a list of batches, a DataLoader), or pca_dim")
+
+
+def two_pass_statistics(model, named, statistics: dict[str, TwoPassClassStatistics], data, labels, batch_size: int,
+                        classes: int, device):
+    """(name, ClassStatistics) per point from pass 1's sums in `statistics`: the second pass over the data, with
+    the sums of both passes (and the basis of rank 0) shared across processes under torch.distributed."""
+    for name, _ in named:
+        sum_across_processes(statistics[name].first_pass_sums())
+        statistics[name].start_second_pass()
+        if distributed():  # the same basis in every process, whatever the SVD does on each
+            torch.distributed.broadcast(statistics[name].basis, src=0)
+
+    def consumer_for(_dims, _device):
+        return lambda name, output, batch_labels: statistics[name].add_to_scatter(output, batch_labels)
+
+    forward_pass(model, named, _batches(data, labels, batch_size), classes, device, consumer_for)
+    for name, _ in named:
+        sum_across_processes(statistics[name].second_pass_sums())
+        yield name, statistics[name].finalize()
 
 
 def measure_profile(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,

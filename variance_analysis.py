@@ -15,7 +15,10 @@ D = K * NC1, the neural-collapse metric of Papyan, Han & Donoho (2020).
 
 Implementation note: SS_b = B^T B with B = [sqrt(n_k/n) (m_k - m)]_k of shape [K, d], so
 pinv(SS_b) = pinv(B) pinv(B)^T and D = trace(pinv(B)^T SS_w pinv(B)) -- a K x K trace that never forms
-a d x d pseudo-inverse, which keeps wide layers (d = 65,536 for a conv map) cheap.
+a d x d pseudo-inverse, which keeps wide layers (d = 65,536 for a conv map) cheap. SS_w enters only
+through its projection onto the row space of B (the class-mean directions), so TwoPassClassStatistics
+measures any width exactly in O(K d) memory: pass 1 the class means, pass 2 the within-class deviations
+projected onto an orthonormal basis of that row space, summed as an r x r matrix (r = min(K, d)).
 
 Run the self-check with:  python variance_analysis.py
 """
@@ -32,11 +35,13 @@ import torch
 class ClassStatistics:
     """Sufficient statistics of labelled features for every scatter-based measure.
 
-    counts:        [K]     n_k (float64), only classes that occur
-    means:         [K, d]  m_k
-    class_sq_dev:  [K]     sum_{i in k} ||x_i - m_k||^2
-    within:        [d, d]  SS_w (streaming statistics), or None when `within_factor` is kept instead
-    within_factor: [N, d]  W = (X - M[y]) / sqrt(n), so SS_w = W^T W (in-memory statistics)
+    counts:           [K]     n_k (float64), only classes that occur
+    means:            [K, d]  m_k
+    class_sq_dev:     [K]     sum_{i in k} ||x_i - m_k||^2
+    within:           [d, d]  SS_w (streaming statistics), or None when another form is kept instead
+    within_factor:    [N, d]  W = (X - M[y]) / sqrt(n), so SS_w = W^T W (in-memory statistics)
+    within_basis:     [d, r]  orthonormal columns spanning the class-mean differences (two-pass statistics)
+    within_projected: [r, r]  within_basis^T SS_w within_basis (two-pass statistics)
     """
 
     counts: torch.Tensor
@@ -44,6 +49,8 @@ class ClassStatistics:
     class_sq_dev: torch.Tensor
     within: torch.Tensor | None = None
     within_factor: torch.Tensor | None = None
+    within_basis: torch.Tensor | None = None
+    within_projected: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -64,10 +71,14 @@ class ClassStatistics:
         return factor - roots[:, None] * (roots @ factor)[None, :]
 
     def project_within(self, directions: torch.Tensor) -> torch.Tensor:
-        """directions^T SS_w directions for directions of shape [d, r] -> [r, r]."""
+        """directions^T SS_w directions for directions of shape [d, r] -> [r, r]. Two-pass statistics know
+        SS_w only on the span of within_basis: exact for directions in it, as pinv(B) of any class weights."""
         if self.within_factor is not None:
             projected = self.within_factor @ directions  # [N, r]
             return projected.T @ projected
+        if self.within_projected is not None:
+            coordinates = self.within_basis.T @ directions  # [r_basis, r]
+            return coordinates.T @ self.within_projected @ coordinates
         return directions.T @ self.within @ directions
 
     def within_trace(self) -> float:
@@ -151,19 +162,122 @@ class StreamingClassStatistics:
             self.sums = torch.zeros(self.num_classes, dim, **options)  # [K, d]
             self.sq_norms = torch.zeros(self.num_classes, **options)  # [K]
             self.gram = torch.zeros(dim, dim, **options)  # [d, d]
-        x = x - self.shift
-        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
-        self.sums.index_add_(0, labels, x)
-        self.sq_norms.index_add_(0, labels, x.square().sum(dim=1))
-        self.gram += x.T @ x
+        add_to_sums(self.counts, self.sums, self.sq_norms, self.gram, x - self.shift, labels)
 
     def finalize(self) -> ClassStatistics:
+        return statistics_from_sums(self.counts, self.sums, self.sq_norms, self.gram, self.shift)
+
+
+def add_to_sums(counts, sums, sq_norms, gram, x: torch.Tensor, labels: torch.Tensor) -> None:
+    """Add shifted float64 features x [B, d] with class indices labels [B] to the one-pass sums, in place:
+    counts [K], sums [K, d], sq_norms [K] (of ||x||^2) and gram [d, d] (of x x^T)."""
+    counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+    sums.index_add_(0, labels, x)
+    sq_norms.index_add_(0, labels, x.square().sum(dim=1))
+    gram += x.T @ x
+
+
+def statistics_from_sums(counts, sums, sq_norms, gram, shift) -> ClassStatistics:
+    """ClassStatistics of the classes that occur, from add_to_sums's sums of features minus `shift` [d]."""
+    present = counts > 0
+    counts, sums = counts[present], sums[present]
+    means = sums / counts[:, None]  # [K, d], shifted coordinates
+    within = (gram - (means * counts[:, None]).T @ means) / counts.sum()  # [d, d]
+    class_sq_dev = sq_norms[present] - counts * means.square().sum(dim=1)
+    return ClassStatistics(counts, means + shift, class_sq_dev, within=within)
+
+
+class TwoPassClassStatistics:
+    """Exact class statistics of any width in O(K d) memory, from two passes over the same samples.
+
+    Pass 1 sums the class counts and features; pass 2 takes each sample's deviation from its class mean
+    (x - m_y, float64, from the pass-1 means: no E[x^2] - m^2 cancellation) and sums its squared norm per
+    class and the outer product of its coordinates in `basis` ([d, r], orthonormal, spanning the rows of
+    the between factor B), an r x r matrix. SS_b = B^T B, so D, NC1 and every pinv(B) measure need SS_w
+    only on that span (ClassStatistics.project_within); CDNV and the traces need only the norms.
+
+        stats = TwoPassClassStatistics(num_classes=10)
+        for x, y in batches: stats.add_to_means(x, y)
+        stats.start_second_pass()
+        for x, y in batches: stats.add_to_scatter(x, y)
+        D = fuzziness_from_statistics(stats.finalize())
+
+    Across processes, sum first_pass_sums() over them before start_second_pass and second_pass_sums()
+    before finalize (and give every process the same basis): every sum is a plain sum over samples.
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.counts = self.sums = None            # pass 1: [K], [K, d]; sums become the means
+        self.basis = None                         # [d, r]
+        self.scatter_counts = self.deviation_sums = self.sq_dev = self.projected = None  # pass 2
+
+    def _batch(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_class_indices(labels, self.num_classes)
+        if labels.shape[0] != features.shape[0]:
+            raise ValueError(f"labels: {labels.shape[0]} for {features.shape[0]} samples; allowed: one label "
+                             "per sample")
+        x = features.reshape(features.shape[0], -1).to(torch.float64)  # [B, d]
+        return x, labels.to(x.device, torch.long)
+
+    def add_to_means(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Pass 1: features [B, ...] with class indices labels [B]."""
+        x, labels = self._batch(features, labels)
+        if self.counts is None:
+            options = {"dtype": torch.float64, "device": x.device}
+            self.counts = torch.zeros(self.num_classes, **options)
+            self.sums = torch.zeros(self.num_classes, x.shape[1], **options)
+        self.counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+        self.sums.index_add_(0, labels, x)
+
+    def first_pass_sums(self) -> list[torch.Tensor]:
+        return [self.counts, self.sums]
+
+    def start_second_pass(self) -> None:
+        """Turn the sums into class means and choose the basis: the right singular vectors of B."""
         present = self.counts > 0
-        counts, sums = self.counts[present], self.sums[present]
-        means = sums / counts[:, None]  # [K, d], shifted coordinates
-        within = (self.gram - (means * counts[:, None]).T @ means) / counts.sum()  # [d, d]
-        class_sq_dev = self.sq_norms[present] - counts * means.square().sum(dim=1)
-        return ClassStatistics(counts, means + self.shift, class_sq_dev, within=within)
+        self.sums /= self.counts.clamp(min=1.0)[:, None]  # [K, d] means, in place (0 for absent classes)
+        means = self.sums[present]
+        factor = ClassStatistics(self.counts[present], means, torch.zeros_like(self.counts[present])).between_factor()
+        self.basis = torch.linalg.svd(factor, full_matrices=False)[2].T  # [d, r]
+        options = {"dtype": torch.float64, "device": means.device}
+        self.scatter_counts = torch.zeros_like(self.counts)
+        self.deviation_sums = torch.zeros_like(self.sums)  # [K, d]: ~0 when pass 2 sees pass 1's samples
+        self.sq_dev = torch.zeros_like(self.counts)
+        self.projected = torch.zeros(self.basis.shape[1], self.basis.shape[1], **options)  # [r, r]
+
+    def add_to_scatter(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Pass 2: the same samples as pass 1, in any order and batching."""
+        x, labels = self._batch(features, labels)
+        deviations = self.sums[labels].sub_(x).neg_()  # [B, d] x - m_y, in the gathered copy (x may be the caller's)
+        del x
+        coordinates = deviations @ self.basis  # [B, r]
+        self.projected += coordinates.T @ coordinates
+        self.scatter_counts.index_add_(0, labels, torch.ones_like(labels, dtype=torch.float64))
+        self.deviation_sums.index_add_(0, labels, deviations)
+        self.sq_dev.index_add_(0, labels, deviations.square().sum(dim=1))
+
+    def second_pass_sums(self) -> list[torch.Tensor]:
+        return [self.scatter_counts, self.deviation_sums, self.sq_dev, self.projected]
+
+    def finalize(self, tolerance: float = 1e-4) -> ClassStatistics:
+        """ClassStatistics of the classes that occur. ValueError when pass 2 saw other samples than pass 1:
+        other class counts, or class means moved by more than `tolerance` x (|m_k| + the class's spread)."""
+        if not torch.equal(self.scatter_counts, self.counts):
+            raise ValueError(f"data: the second pass gave {int(self.scatter_counts.sum())} samples with class counts "
+                             f"{self.scatter_counts.long().tolist()}, the first {int(self.counts.sum())} with "
+                             f"{self.counts.long().tolist()}; allowed: data that gives the same samples each time "
+                             "it is iterated (a tensor, a list of batches, a DataLoader)")
+        present = self.counts > 0
+        counts, means = self.counts[present], self.sums[present]
+        drift = self.deviation_sums[present].norm(dim=1) / counts  # [K]
+        scale = means.norm(dim=1) + (self.sq_dev[present] / counts).sqrt()
+        if bool((drift > tolerance * scale).any()):
+            raise ValueError(f"data: the second pass moved the class means by up to {float((drift / scale).max()):.2g} "
+                             "of their size: it gave other features than the first (random augmentation? a model "
+                             "in train mode?); allowed: data that gives the same samples each time it is iterated")
+        return ClassStatistics(counts, means, self.sq_dev[present], within_basis=self.basis,
+                               within_projected=self.projected / counts.sum())
 
 
 def _pinv_of_between_factor(factor: torch.Tensor) -> torch.Tensor | None:
