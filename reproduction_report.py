@@ -1806,8 +1806,52 @@ def misses_of(group: Group, settings: list[Setting], profiles: dict) -> list[dic
     return misses
 
 
-def _group_section(group: Group, rows: list[dict], profiles: dict) -> tuple[list[str], list[str]]:
-    """(the group's markdown, its 'did not reproduce' sentences)."""
+SAME_NETWORK = ("data", "model", "variant", "depth", "width", "optimizer", "lr")   # a setting at an lr, but epochs
+
+
+def miss_evidence(setting: Setting, cell: LrCell, all_rows: list[dict], original: list[dict]) -> str:
+    """What the longer runs and the original's code say of a failing cell (' At 1200 epochs: ...',
+    ' The original's code (seed 666): r ...', each when the tables have it), then why it misses, by the
+    first of these that the measurements show: its seeds within the margin (borderline); more training
+    (it holds at LONGER_EPOCHS); the lr (it holds at a smaller lr of the grid, or a larger one); else not
+    found."""
+    network = {tuple(row[key] for key in SAME_NETWORK) for row in cell.rows}
+    longer = LrCell(cell.setting, cell.lr, [row for row in all_rows if row["group"] == "longer"
+                                            and tuple(row[key] for key in SAME_NETWORK) in network])
+    text = ""
+    if longer.finished:
+        text += (f" At {LONGER_EPOCHS} epochs: {longer.showing} of {len(longer.finished)} seeds show the law, "
+                 f"median r {_format(_median(longer.rs()), '.4f')}, median final loss "
+                 f"{_format(longer.median_loss(), '.3g')} (at 600: {_format(cell.median_loss(), '.3g')}).")
+    runs = {row["run"] for row in cell.rows}
+    for record in (record for record in original if record["our_run"] in runs):
+        text += (f" The original's code (seed 666): r {_format(record['pearson_r'], '.4f')}, final loss "
+                 f"{_format(record['final_train_loss'], '.3g')}.")
+    largest = setting.largest_holding()
+    longer_verdict = count_verdict(longer.rows) if longer.rows else None
+    if setting.verdict(cell) == "borderline":
+        why = f"the margin: seeds within {R_NOISE} of {R_THRESHOLD} decide it"
+    elif longer_verdict == "holds":
+        why = f"training length: it holds at {LONGER_EPOCHS} epochs"
+    elif largest is not None and largest.lr != cell.lr:
+        why = f"the lr: it holds at the {'smaller' if largest.lr < cell.lr else 'larger'} lr {largest.lr:g}"
+    elif longer_verdict == "does not hold" and longer.showing > cell.showing:
+        why = (f"partly training length: at {LONGER_EPOCHS} epochs more seeds show the law ({longer.showing} "
+               f"against {cell.showing}), not enough, and no other lr of the grid holds")
+    else:
+        why = "not found: " + (f"neither {LONGER_EPOCHS} epochs nor any lr of the grid makes it hold"
+                               if longer_verdict == "does not hold" else "no lr of the grid makes it hold")
+    if longer_verdict == "does not hold" and not why.startswith(("partly", "not found")):
+        why += f" (at lr {cell.lr:g}, {LONGER_EPOCHS} epochs do not)"
+    elif longer_verdict == "undecided":
+        why += f" ({LONGER_EPOCHS} epochs: not all run yet)"
+    return text + f" Why: {why}."
+
+
+def _group_section(group: Group, rows: list[dict], profiles: dict, all_rows: list[dict] = (),
+                   original: list[dict] = ()) -> tuple[list[str], list[str]]:
+    """(the group's markdown, its 'did not reproduce' sentences; those of a miss at the paper's or the
+    training-loss lr add what the longer runs in `all_rows` and the `original` code's runs say)."""
     settings = settings_of(group, rows)
     lines = [f"## {group.name}", "", f"**The paper:** {group.claim}", ""]
     if figure_series(group, rows, profiles):
@@ -1829,7 +1873,8 @@ def _group_section(group: Group, rows: list[dict], profiles: dict) -> tuple[list
                 largest = setting.largest_holding()
                 text += (f" Shape of the miss: {miss_sentence(miss_fits(cell, profiles))}. Largest lr of the grid with "
                          f"{needed_seeds(len(SEEDS))} of {len(SEEDS)} seeds showing the law: " + (f"{largest.lr:g} ({largest.showing} of {len(largest.rows)} seeds)"
-                                       if largest else "none") + f", beside the failing lr {cell.lr:g}.")
+                                       if largest else "none") + f", beside the failing lr {cell.lr:g}."
+                         + miss_evidence(setting, cell, all_rows, original))
             problems.append(text)
     lines += _settings_table(group, settings)
     choosing = any(setting.choice_is_partial for setting in settings)
@@ -1926,8 +1971,10 @@ def _beyond_the_paper(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS, reruns: list[dict] | None = None) -> str:
-    """README.md of the report, from the tables alone (reruns: reruns.csv's rows, if any)."""
+def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS, reruns: list[dict] | None = None,
+           original: list[dict] | None = None) -> str:
+    """README.md of the report, from the tables alone (reruns: reruns.csv's rows, original:
+    original_code.csv's, if any)."""
     by_group = defaultdict(list)
     for row in rows:
         by_group[row["group"]].append(row)
@@ -1987,7 +2034,7 @@ def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS, rerun
                      f"{group_verdict(group, settings, 'by_paper')} | {group_verdict(group, settings)} | "
                      f"{group_verdict(group, settings, 'by_accuracy')} | {some_lr_holds(settings)} | "
                      f"{group_verdict(group, one_seed)} |")
-        section, found = _group_section(group, members, profiles)
+        section, found = _group_section(group, members, profiles, rows, original or [])
         sections += section
         problems += found
         misses += misses_of(group, settings, profiles)
@@ -1995,7 +2042,12 @@ def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS, rerun
               "Every setting that does not hold (or is borderline) at the lr of a rule, that lr's rules named. "
               "Where that is the paper's lr or the training-loss lr, a two-segment fit of ln D_l (two lines "
               "joined at the layer of least squares, per seed) says the shape of the miss, and the largest lr of "
-              "the grid at which the setting holds is named; the figure shows their profiles.", ""]
+              "the grid at which the setting holds is named; the figure shows their profiles. Its runs at "
+              f"{LONGER_EPOCHS} epochs (group longer) and the original's code at seed 666 (The original's code) "
+              "follow where they ran, then *Why*, the first of these causes the measurements show: the margin "
+              "(borderline), training length (it holds at "
+              f"{LONGER_EPOCHS} epochs), the lr (it holds at another lr of the grid), partly training length "
+              "(more seeds show the law at twice the epochs, not enough, and no other lr holds), else not found.", ""]
     lines += [f"- {problem}" for problem in problems] or ["- Every decided verdict is what the paper says."]
     if misses:
         lines += ["", "![the failing settings' profiles and their two-segment fits](misses.png)"]
@@ -2003,6 +2055,7 @@ def render(rows: list[dict], profiles: dict, context: dict, groups=GROUPS, rerun
     for group in groups:
         if group.kind == "longer" and group.name in by_group:
             lines += _longer_section(group, by_group[group.name], rows)
+    lines += _original_code(rows, original or [])
     lines += _beyond_the_paper(rows) + _across_cpus(rows, reruns or [], groups)
     lines += _not_run(context) + _machines(rows, context)
     return "\n".join(lines) + "\n"
@@ -2044,6 +2097,72 @@ def read_reruns(out: Path, rows: list[dict], text: str | None = None) -> list[di
             raise BadFile(path, f"row {position}: {problem}")
         seen.add((rerun["run"], rerun["machine"]))
     return reruns
+
+
+ORIGINAL_CODE_COLUMNS = ("group", "setting", "lr", "our_run", "command", "pearson_r", "slope", "final_train_loss",
+                         "train_accuracy", "test_accuracy", "wall_seconds", "machine", "torch", "original_commit")
+ORIGINAL_CODE_NUMBERS = ("lr", "pearson_r", "slope", "final_train_loss", "train_accuracy", "test_accuracy",
+                         "wall_seconds")
+ORIGINAL_CODE_COMMAND = "python benchmarks/original_code.py CHECKOUT"
+
+
+def read_original_code(out: Path, rows: list[dict], text: str | None = None) -> list[dict]:
+    """out/original_code.csv (or `text`): the failing settings run through the original repository's own
+    scripts (benchmarks/original_code.py), [] when there is no such file. Read as reruns.csv is: every
+    record names a completed row of its group at its lr (our seed-666 run of the setting), its r in
+    [-1, 1] or empty (the original's fit gave none), its other numbers finite; BadFile naming the row
+    otherwise."""
+    path = Path(out) / "original_code.csv"
+    if text is None and not os.path.lexists(path):
+        return []
+    records = strict_csv(path, read_table_text(path) if text is None else text, ORIGINAL_CODE_COLUMNS)
+    completed = {row["run"]: row for row in rows if row["status"] == "completed"}
+    for position, record in enumerate(records, start=1):
+        for key in ORIGINAL_CODE_NUMBERS:
+            record[key] = None if record[key] == "" and key != "lr" else _table_number(path, position, key, record[key])
+        record.update({key: record[key][1:] for key in ("setting", "machine", "command") if record[key].startswith("'")})
+        row = completed.get(record["our_run"])
+        r = record["pearson_r"]
+        if r is not None and not -1 - R_SLACK <= r <= 1 + R_SLACK:
+            problem = f"pearson_r {r!r} is outside [-1, 1]"
+        elif any(record[key] is not None and not math.isfinite(record[key]) for key in ORIGINAL_CODE_NUMBERS[2:]):
+            problem = "a number is not finite"
+        elif row is None or row["group"] != record["group"] or not math.isclose(row["lr"], record["lr"]):
+            problem = f"{printable(record['our_run'])[:80]} is no completed row of group {printable(record['group'])[:40]} at its lr"
+        else:
+            continue
+        raise BadFile(path, f"row {position}: {problem}")
+    return records
+
+
+def _original_code(rows: list[dict], records: list[dict]) -> list[str]:
+    """The section 'The original's code': its r beside ours (seed 666), per failing setting."""
+    lines = ["## The original's code", ""]
+    if not records:
+        return lines + [f"No failing setting is run through the original repository's scripts in this report yet "
+                        f"(`{ORIGINAL_CODE_COMMAND}` writes original_code.csv).", ""]
+    ours = {row["run"]: row for row in rows}
+    machines = sorted({record["machine"] for record in records})
+    commits = sorted({record["original_commit"] for record in records})
+    agree = sum((record["pearson_r"] is not None and record["pearson_r"] <= R_THRESHOLD) == shows_law(ours[record["our_run"]])
+                for record in records)
+    lines += [f"Each failing setting of fig1, depth_cfm and imbalanced (at the paper's or the training-loss lr) run "
+              f"once through the original repository's own scripts (HornHehhf/Equi-Separation at "
+              f"{', '.join(_escape(commit[:12]) for commit in commits)}), unchanged but for the CPU edits (device, "
+              f"paths; `{ORIGINAL_CODE_COMMAND}`), on {', '.join(map(_escape, machines))}, beside our run of the "
+              f"same setting at the same seed 666 (the original always seeds 666; its RNG draws differ from ours, "
+              f"so the two runs are two samples of the setting, not the same run). The two agree on whether the "
+              f"run shows the law in {agree} of {len(records)} settings.", "",
+              "| setting | lr | the original's command | r (original) | r (ours, seed 666) | final loss (original / ours) | "
+              "test acc (original / ours) |", "|---|---|---|---|---|---|---|"]
+    for record in records:
+        row = ours[record["our_run"]]
+        lines.append(f"| {_escape(record['group'])}, {_escape(record['setting'])} | {record['lr']:g} | "
+                     f"{markdown_code(record['command'], table=True)} | {_format(record['pearson_r'], '.4f')} | "
+                     f"{_format(row['pearson_r'], '.4f')} | {_format(record['final_train_loss'], '.3g')} / "
+                     f"{_format(row['final_train_loss'], '.3g')} | {_format(record['test_accuracy'], '.4f')} / "
+                     f"{_format(row['test_accuracy'], '.4f')} |")
+    return lines + [""]
 
 
 def record_reruns(out: Path, rerun_logs: list[Path]) -> tuple[str, list[str]]:
@@ -2186,6 +2305,7 @@ def rebuild(out: Path, groups=GROUPS, pending: dict | None = None) -> tuple[str,
     tables = read_tables(out, groups, pending)
     rows, profiles = tables.rows, tables.profiles
     reruns = read_reruns(out, rows, pending.get("reruns.csv"))
+    original = read_original_code(out, rows, pending.get("original_code.csv"))
     context = pending["context.json"] if "context.json" in pending else read_context(out / "context.json")
     by_group = defaultdict(list)
     for row in rows:
@@ -2197,7 +2317,7 @@ def rebuild(out: Path, groups=GROUPS, pending: dict | None = None) -> tuple[str,
             figures[f"{group.name}-grid"] = grid_series(group, by_group[group.name])
             misses += misses_of(group, settings_of(group, by_group[group.name]), profiles)
     figures["misses"] = misses
-    return render(rows, profiles, context, groups, reruns), figures
+    return render(rows, profiles, context, groups, reruns, original), figures
 
 
 def figure_png(name: str, data, groups=GROUPS) -> bytes | None:

@@ -207,3 +207,59 @@ def test_reruns_of_committed_rows_are_recorded_once_beside_the_rows(tmp_path):
     assert report.record_reruns(copy, [tmp_path / "logs"]) == (text, ["reruns: 0 new, 1 in all"])
     readme, _ = report.rebuild(copy)
     assert "1 committed rows rerun (reruns.csv" in readme and job.run_name in readme
+
+
+def longer_rows(lr, rs, depth=6):
+    return [dict(row(lr, seed, r, depth=depth, run=f"longer-{lr:g}-s{seed}"), group="longer", epochs=1200)
+            for seed, r in zip(SEEDS, rs)]
+
+
+def test_each_miss_says_why_it_misses_by_the_first_cause_measured():
+    failing, holding = [-0.97] * 5, [-0.999] * 5
+    lr_cause = [row(1e-3, s, r, loss=0.002) for s, r in zip(SEEDS, failing)]
+    lr_cause += [row(3e-4, s, r, loss=0.003) for s, r in zip(SEEDS, holding)]
+    setting = one_setting(DEPTH, lr_cause)
+    cell = setting.by_loss
+    assert report.miss_evidence(setting, cell, lr_cause, []) == " Why: the lr: it holds at the smaller lr 0.0003."
+    with_longer = lr_cause + longer_rows(1e-3, failing)
+    assert report.miss_evidence(setting, cell, with_longer, []).endswith(
+        "Why: the lr: it holds at the smaller lr 0.0003 (at lr 0.001, 1200 epochs do not).")
+    alone = one_setting(DEPTH, [row(1e-3, s, r) for s, r in zip(SEEDS, failing)])
+    trained = longer_rows(1e-3, holding)
+    text = report.miss_evidence(alone, alone.by_loss, alone.by_loss.rows + trained, [])
+    assert text.startswith(" At 1200 epochs: 5 of 5 seeds show the law, median r -0.9990")
+    assert text.endswith("Why: training length: it holds at 1200 epochs.")
+    partly = longer_rows(1e-3, [-0.999, -0.999, -0.97, -0.97, -0.97])
+    assert report.miss_evidence(alone, alone.by_loss, alone.by_loss.rows + partly, []).endswith(
+        "Why: partly training length: at 1200 epochs more seeds show the law (2 against 0), not enough, and no "
+        "other lr of the grid holds.")
+    assert report.miss_evidence(alone, alone.by_loss, alone.by_loss.rows + longer_rows(1e-3, failing), []).endswith(
+        "Why: not found: neither 1200 epochs nor any lr of the grid makes it hold.")
+    edge = one_setting(DEPTH, [row(1e-3, s, r) for s, r in zip(SEEDS, [-0.999, -0.999, -0.999, -0.9885, -0.95])])
+    assert report.miss_evidence(edge, edge.by_loss, edge.by_loss.rows, []) == \
+        " Why: the margin: seeds within 0.003 of -0.99 decide it."
+    record = {"our_run": alone.by_loss.rows[0]["run"], "pearson_r": -0.9812, "final_train_loss": 0.0151}
+    assert " The original's code (seed 666): r -0.9812, final loss 0.0151." in report.miss_evidence(
+        alone, alone.by_loss, alone.by_loss.rows, [record])
+
+
+def test_the_original_codes_table_is_read_against_the_committed_rows(tmp_path):
+    rows = [dict(row(1e-3, 666, -0.985, run="cfm-run-s666", depth=18), group="fig1")]
+    record = {"group": "fig1", "setting": "momentum 18", "lr": 1e-3, "our_run": "cfm-run-s666",
+              "command": "python representation_dynamics_terminal.py data=cfm model=GFNN layer_num=18",
+              "pearson_r": -0.9921, "slope": -0.2, "final_train_loss": 0.012, "train_accuracy": 1.0,
+              "test_accuracy": 0.77, "wall_seconds": 80.0, "machine": "Intel Xeon", "torch": "2.14.1",
+              "original_commit": "7544a6b"}
+    (tmp_path / "original_code.csv").write_text(report._csv_text(report.ORIGINAL_CODE_COLUMNS, [record]))
+    (read,) = report.read_original_code(tmp_path, rows)
+    assert read["pearson_r"] == -0.9921 and read["lr"] == 1e-3
+    lines = report._original_code(rows, [read])
+    assert any("agree on whether the run shows the law in 0 of 1 settings" in line for line in lines)
+    assert any(line.startswith("| fig1, momentum 18 | 0.001 | `python representation_dynamics_terminal.py")
+               and "| -0.9921 | -0.9850 | 0.012 / 0.002 | 0.7700 / 0.8000 |" in line for line in lines)
+    for broken in ({"our_run": "elsewhere"}, {"group": "lr"}, {"lr": 3e-3}, {"pearson_r": -1.5},
+                   {"test_accuracy": math.inf}):
+        (tmp_path / "original_code.csv").write_text(report._csv_text(report.ORIGINAL_CODE_COLUMNS, [{**record, **broken}]))
+        with pytest.raises(report.BadFile):
+            report.read_original_code(tmp_path, rows)
+    assert report.read_original_code(tmp_path / "nowhere", rows) == []
