@@ -9,12 +9,17 @@ process is running the same run. The last stdout line of a run is `results: <pat
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":   # a job of a CPU queue: run by a warm worker of the queue's pool when one takes it
+    import sweep_worker
+    sweep_worker.run_in_worker_if_queued(sys.argv[1:])
+
 import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import hydra
@@ -26,16 +31,25 @@ from config_utils import (CONF_DIR, REPO_ROOT, VALIDATION_CALLBACK, ConfigError,
 from data import DatasetUnavailableError
 from experiment import RunInProgressError, allocation_failure, discard_unused_run_dir, run_experiment
 from override_check import refuse_override_typos
+from sweep_worker import job_state
 
 EXIT_RUNNING_ELSEWHERE = os.EX_TEMPFAIL  # 75: this process did not produce the run; another one is
 
 
 def _terminate(signal_number, _frame):
+    signal.signal(signal_number, signal.SIG_IGN)   # once: a second one does not interrupt the unwinding
     raise SystemExit(128 + signal_number)  # unwinds: temporary files are removed on the way out
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
+    # Hydra's basic launcher runs a multirun's jobs in this process (as a queue's worker does): each job
+    # puts back the global state it set (threads, RNG, flags, matplotlib, logging, signals, cwd, env).
+    with job_state():
+        run_job(cfg)
+
+
+def run_job(cfg: DictConfig) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -60,18 +74,25 @@ def main(cfg: DictConfig) -> None:
 
 register_resolvers()
 
-if __name__ == "__main__":
-    # Hydra's joblib and submitit launchers pickle the task function for other processes: taken from
-    # the importable module it pickles by reference (from __main__ it would be copied by value, which
-    # fails on torch's module objects); PYTHONPATH lets those processes import it.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    from representation_dynamics_terminal import main as importable_main
 
-    if (override := removes_validation(sys.argv[1:])) is not None:
+def command_line(argv: list[str]) -> None:
+    """What `python representation_dynamics_terminal.py ARGV` does (sweep_worker runs a queue's jobs
+    through it): refuse a removed validation callback and typos in one line, expand the original's root
+    keys, then Hydra's main (which reads sys.argv)."""
+    if (override := removes_validation(argv)) is not None:
         print(f"error: {override}: {VALIDATION_CALLBACK} checks every value before a directory is made; "
               "allowed: adding callbacks, not removing or replacing it", file=sys.stderr)
         raise SystemExit(2)
-    refuse_override_typos(sys.argv[1:], "config", Path(__file__).name)   # one line, not Hydra's advice to add +
-    sys.argv[1:] = expand_root_aliases(sys.argv[1:])   # the original's `block_option=...` at the root
+    refuse_override_typos(argv, "config", Path(__file__).name)   # one line, not Hydra's advice to add +
+    sys.argv[1:] = expand_root_aliases(argv)   # the original's `block_option=...` at the root
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    main()
 
-    importable_main()
+
+if __name__ == "__main__":
+    # Hydra's joblib and submitit launchers pickle the task function for other processes: taken from
+    # the importable module it pickles by reference (from __main__ it would be copied by value, which
+    # fails on torch's module objects); PYTHONPATH (command_line) lets those processes import it.
+    from representation_dynamics_terminal import command_line as importable_command_line
+
+    importable_command_line(sys.argv[1:])

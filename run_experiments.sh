@@ -153,9 +153,13 @@ if [ "${FORCE:-0}" = 1 ]; then runner_overrides="$runner_overrides force=true"; 
 # Only SIGKILL leaves it behind.
 plan=
 planner=
+worker_pool=
+workers_dir=
 remove_temporary_files() {
     if [ -n "$planner" ]; then kill "$planner" 2>/dev/null || true; planner=; fi
     if [ -n "$plan" ]; then rm -f -- "$plan"; plan=; fi
+    if [ -n "$worker_pool" ]; then kill "$worker_pool" 2>/dev/null || true; wait "$worker_pool" 2>/dev/null || true; worker_pool=; fi
+    if [ -n "$workers_dir" ]; then rm -rf -- "$workers_dir"; workers_dir=; fi
 }
 died_of() {  # died_of SIGNAL STATUS
     remove_temporary_files
@@ -172,6 +176,15 @@ trap 'died_of TERM 143' TERM
 temporary_root=${TMPDIR:-/tmp}
 case $temporary_root in /*) ;; *) temporary_root=./$temporary_root ;; esac  # never an option
 plan=$(mktemp "$temporary_root/run_experiments.XXXXXX")
+# A CPU queue's warm workers (sweep_worker.py): JOBS processes that import torch and the code once (while
+# the planner plans) and run the queue's jobs; each job line's process hands its job to a free worker
+# (EQUI_SEPARATION_WORKERS) and waits for it, or runs it itself when none answers. Stopped on every exit.
+if [ "$gpu_count" -eq 0 ] && [ "$dry_run" = 0 ]; then
+    workers_dir=$(mktemp -d "$temporary_root/run_experiments-workers.XXXXXX")
+    "$PYTHON" sweep_worker.py pool "$workers_dir" --workers "${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}" \
+        > "$workers_dir/pool.log" 2>&1 < /dev/null &
+    worker_pool=$!
+fi
 # In the background so that a signal stops the wait at once (the trap then stops the planner).
 # shellcheck disable=SC2086  # runner_overrides: words without spaces, split on purpose
 "$PYTHON" sweep_jobs.py --list --log --longest-first --python="$PYTHON" \
@@ -458,9 +471,9 @@ else
     workers=${JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
     run=$log_dir/run-$(date +%Y%m%d-%H%M%S)-$$
     grep -v '^#' < "$plan" > "$run.jobs"
-    # the plan is copied: no temporary file is left
-    remove_temporary_files
-    trap - EXIT PIPE
+    rm -f -- "$plan"  # the plan is copied; the workers are stopped on the way out (EXIT trap)
+    plan=
+    trap - PIPE
     printf '%s\n' "# command: sh run_experiments.sh $*" > "$run.log"
     printf '%s\n' "running $job_count jobs on the CPU, $workers at a time (threads=1 each); start and exit lines: $run.log"
     printf '%s\n' "follow:  tail -f $log_dir/<job name>.log      (all: tail -f $log_dir/*.log)"
@@ -468,7 +481,7 @@ else
     # wall time). It runs in the background (its jobs ignore SIGINT, as background jobs do): a HUP, INT,
     # QUIT or TERM to this script stops it (its running jobs get SIGTERM, it prints its summary), then this
     # script dies of that signal.
-    sh -c 'eval "$QUEUE_SCRIPT"' run_queue queue "$run.jobs" "$workers" "$run.log" < /dev/null &
+    EQUI_SEPARATION_WORKERS=$workers_dir sh -c 'eval "$QUEUE_SCRIPT"' run_queue queue "$run.jobs" "$workers" "$run.log" < /dev/null &
     queue_pid=$!
     signalled=
     stop_queue() {  # stop_queue SIGNAL STATUS
