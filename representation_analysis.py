@@ -618,3 +618,18 @@ class DynamicsRecorder:
         self.record["epochs"].append(epoch)
         self.record["values"].append([layer["value"] for layer in layers])
         self.record["fits"].append(fit)
+
+
+def profile_figure(profile: dict, title: str = "separation profile", path=None, label: str = "data",
+                   measure: str = "within_variance"):
+    """The project's profile figure (plotting.figure_profile: ln value per point, the fitted line(s), the
+    legend's Pearson r and rho) of a measure_separation result; with `path`, written there (and closed).
+    Needs matplotlib (pip install .[plot]). Returns the figure, or None once written."""
+    from plotting import figure_profile, save_profile_figure  # matplotlib: only for figures
+    from variance_analysis import MEASURE_LABELS
+
+    profiles = [(label, profile["layers"], profile["fit"])]
+    if path is None:
+        return figure_profile(profiles, title, MEASURE_LABELS[measure])
+    save_profile_figure(profiles, title, [path], MEASURE_LABELS[measure])
+    return None

@@ -17,7 +17,7 @@ SHARD_STOP = 150   # process 0 measures samples 0..149, process 1 the other 90 (
 
 
 def problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A seeded network and 240 samples of 4 imbalanced classes, far from the origin."""
+    """A seeded network and 240 samples of 5 imbalanced classes, far from the origin."""
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(10, 80), nn.Tanh(), nn.Linear(80, 300), nn.Identity())
     generator = torch.Generator().manual_seed(1)
