@@ -281,7 +281,8 @@ def job_state(reset_hydra: bool = False):
 
 def global_state() -> dict:
     """What JobState resets, as comparable values (tests compare a worker's job with a fresh process's):
-    the RNG states as hashes, flush-denormal by its effect (a subnormal times 1 is 0 when flushed), logging
+    the RNG states as hashes (a fresh process's differ from the next one's: Python and numpy seed from the
+    OS, torch too), flush-denormal by its effect (a subnormal times 1 is 0 when flushed), logging
     by each logger's level and handler classes, and the open log files."""
     import hashlib
     import logging
@@ -318,7 +319,7 @@ def global_state() -> dict:
                                  and handler.stream is not None),
         "cwd": os.getcwd(),
         "environment": digest(sorted((key, value) for key, value in os.environ.items()
-                                     if key not in ("EQUI_SEPARATION_NEW_RUN_DIRS", "PYTHONPATH"))),
+                                     if key not in ("EQUI_SEPARATION_NEW_RUN_DIRS", "PYTHONPATH", WORKERS_ENV))),
     }
     if "matplotlib" in sys.modules:
         import matplotlib
