@@ -5,6 +5,7 @@ Matplotlib runs headless (Agg); figures are written atomically.
 """
 from __future__ import annotations
 
+import io
 import math
 import re
 from pathlib import Path
@@ -15,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from atomic_io import atomic_savefig  # noqa: E402
+from atomic_io import atomic_write  # noqa: E402
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 SEQUENCE_END = 0.85   # ordered colours (epochs, depths) stop at viridis(0.85): its pale yellow end is unreadable on white
@@ -118,13 +119,23 @@ def _layout(figure, all_axes):
     for axes in all_axes:
         axes.grid(alpha=0.3)
     figure.tight_layout()
+    # tight_layout leaves a placeholder layout engine, for which every savefig draws the whole figure once
+    # more before drawing it; without it the same bytes come out of one draw
+    figure.set_layout_engine(None)
     return figure
 
 
 def _save(figure, paths: list[Path]) -> None:
-    """Write the figure to every path atomically and free it."""
+    """Write the figure to every path atomically and free it: drawn once per format, the same bytes to
+    each path of that format."""
+    rendered: dict[str, bytes] = {}
     for path in paths:
-        atomic_savefig(figure, path, dpi=120)
+        suffix = Path(path).suffix.lstrip(".") or "png"
+        if suffix not in rendered:
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=suffix, dpi=120)
+            rendered[suffix] = buffer.getvalue()
+        atomic_write(path, lambda temporary, content=rendered[suffix]: temporary.write_bytes(content))
     plt.close(figure)
 
 

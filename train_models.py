@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -47,9 +48,21 @@ def set_up_execution(cfg: DictConfig) -> torch.device:
     # Subnormal floats (weights and Adam moments decaying towards zero) slow CPU arithmetic several
     # fold; flushing them to zero changes values below 1e-38 only.
     torch.set_flush_denormal(True)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     return device
+
+
+def use_deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
+    """torch.use_deterministic_algorithms(mode, warn_only=...) without its import of torch._inductor
+    (1.2 s of a run's 1.4 s set-up on the 2-core Xeon: dynamo, sympy, FSDP), which it makes only to set
+    inductor's own flag for torch.compile, which no run uses. The flag the kernels read is the same; where
+    the inductor is imported already, or torch lacks the setter, the public call."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> MeasuredModel:

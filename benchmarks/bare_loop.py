@@ -1,0 +1,92 @@
+"""The floor a run's training is measured against: the same training as a bare PyTorch loop (same model,
+data, batches, steps and fused optimizer, one thread; no schedule, no loss bookkeeping, no progress, no
+callbacks), in this process or as a whole process of its own.
+
+    python benchmarks/bare_loop.py [KEY=VALUE ...]     # a whole bare process: imports, data, training
+
+It imports torch, models.py (the architectures) and the cached dataset tensors only: no Hydra, no
+project machinery. bench_process.py and bench_sweep.py import it.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def bare_train(model, inputs, labels, optimizer, epochs: int, batch_size: int, seed: int) -> float:
+    """Seconds of `epochs` epochs of minibatch steps over a seeded per-epoch permutation (the project's
+    batches, its BatchNorm guard against a last batch of one sample included)."""
+    import torch
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(seed)
+    count = inputs.shape[0]
+    starts = list(range(0, count, batch_size))
+    if count - starts[-1] == 1 and len(starts) > 1:
+        starts.pop()
+    model.train()
+    started = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(count, generator=generator)
+        for start in starts:
+            index = order[start:start + batch_size]
+            loss = F.cross_entropy(model(inputs[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - started
+
+
+def bare_run(settings: dict) -> float:
+    """Build the model and optimizer of `settings` (data, model, layer_num, hidden_size, optimizer, lr,
+    momentum, weight_decay, epochs, batch_size, seed, inputs and labels tensors) and train: its seconds."""
+    import torch
+
+    import models
+
+    torch.set_num_threads(1)
+    torch.manual_seed(settings["seed"])
+    model = getattr(models, settings["architecture"])(tuple(settings["input_shape"]), settings["num_classes"],
+                                                      **settings["params"])
+    common = {"lr": settings["lr"], "weight_decay": settings["weight_decay"], "fused": True}
+    if settings["optimizer"] == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), betas=tuple(settings["betas"]), **common)
+    elif settings["optimizer"] == "momentum":
+        optimizer = torch.optim.SGD(model.parameters(), momentum=settings["momentum"], **common)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), **common)
+    return bare_train(model, settings["inputs"], settings["labels"], optimizer, settings["epochs"],
+                      settings["batch_size"], settings["seed"])
+
+
+def settings_of(cfg, inputs, labels) -> dict:
+    """bare_run's settings from a composed run config and its training tensors."""
+    from omegaconf import OmegaConf
+
+    return {"architecture": str(cfg.model.architecture), "input_shape": tuple(inputs.shape[1:]),
+            "num_classes": int(cfg.data.num_classes),
+            "params": OmegaConf.to_container(cfg.model.params, resolve=True) if cfg.model.get("params") else {},
+            "optimizer": str(cfg.optimization.name), "lr": float(cfg.lr), "weight_decay": float(cfg.weight_decay),
+            "momentum": float(cfg.optimization.get("momentum") or 0.0),
+            "betas": [float(b) for b in cfg.optimization.get("betas") or (0.9, 0.999)],
+            "epochs": int(cfg.epochs), "batch_size": int(cfg.batch_size), "seed": int(cfg.seed),
+            "inputs": inputs, "labels": labels}
+
+
+def main(argv: list[str]) -> None:
+    """A whole bare process: the settings and the cached tensors are prepared by the caller and passed as
+    one torch file (bench_process.py writes it), so that this process imports torch and models only."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import cpu_kernels  # noqa: F401  (the entry scripts' CPU kernels)
+    import torch
+
+    settings = torch.load(argv[0], weights_only=False)
+    seconds = bare_run(settings)
+    print(f"bare training: {seconds:.3f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
