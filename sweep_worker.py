@@ -74,28 +74,16 @@ def socket_address(folder: Path, number: int) -> str:
     return str(Path(folder) / f"worker-{number}.sock")
 
 
-def connect(connection: socket.socket, address: str) -> None:
-    """connect, also where the path is longer than a socket address may be (from inside its folder)."""
+def at_address(action, address: str) -> None:
+    """action(address) (a socket's connect or bind), from inside the address's folder where the path is
+    longer than a socket address may be."""
     if len(os.fsencode(address)) < 100:
-        connection.connect(address)
+        action(address)
         return
     here = os.open(".", os.O_RDONLY)
     try:
         os.chdir(os.path.dirname(address))
-        connection.connect(os.path.basename(address))
-    finally:
-        os.fchdir(here)
-        os.close(here)
-
-
-def bind(listener: socket.socket, address: str) -> None:
-    if len(os.fsencode(address)) < 100:
-        listener.bind(address)
-        return
-    here = os.open(".", os.O_RDONLY)
-    try:
-        os.chdir(os.path.dirname(address))
-        listener.bind(os.path.basename(address))
+        action(os.path.basename(address))
     finally:
         os.fchdir(here)
         os.close(here)
@@ -134,7 +122,7 @@ def _run_in(address: str, argv: list[str]) -> int | None:
     """The job's exit status from the worker at `address`, or None when it does not take the job."""
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        connect(connection, address)
+        at_address(connection.connect, address)
         send_message(connection, {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ),
                                   "executable": os.path.realpath(sys.executable)}, [0, 1, 2])
         answer, _ = receive_message(connection)
@@ -481,7 +469,7 @@ def pool(folder: Path, workers: int) -> None:
     listeners = {}
     for number in range(1, workers + 1):
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        bind(listener, socket_address(folder, number))
+        at_address(listener.bind, socket_address(folder, number))
         listener.listen(8)
         (folder / f"worker-{number}.lock").touch()
         listeners[number] = listener

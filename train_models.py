@@ -161,6 +161,25 @@ class TrainResult:
     loss_history: list[float] = field(default_factory=list)
 
 
+def batch_starts(num_samples: int, batch_size: int) -> list[int]:
+    """The first row of each minibatch of an epoch; a last batch of one sample is dropped (BatchNorm
+    cannot train on one sample)."""
+    starts = list(range(0, num_samples, batch_size))
+    if num_samples - starts[-1] == 1 and len(starts) > 1:
+        starts.pop()
+    return starts
+
+
+def minibatch_step(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+                   optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """One optimizer step on the rows `index`: forward, cross-entropy, backward, step; returns the loss."""
+    loss = F.cross_entropy(model(inputs[index]), labels[index])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
           optimizer: torch.optim.Optimizer, *, epochs: int, batch_size: int, base_lr: float,
           schedule_cfg: DictConfig | None, seed: int, progress: bool = True,
@@ -175,9 +194,7 @@ def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     device = inputs.device
     generator = torch.Generator(device=device).manual_seed(seed)
     num_samples = inputs.shape[0]
-    starts = list(range(0, num_samples, batch_size))
-    if num_samples - starts[-1] == 1 and len(starts) > 1:  # BatchNorm cannot train on one sample
-        starts.pop()
+    starts = batch_starts(num_samples, batch_size)
     result = TrainResult(epochs_completed=0, final_train_loss=math.nan)
     bar = tqdm(range(epochs), desc=description, disable=not progress, leave=False,
                mininterval=0.5, dynamic_ncols=True)
@@ -193,10 +210,7 @@ def train(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
         seen = 0
         for start in starts:
             index = order[start:start + batch_size]
-            loss = F.cross_entropy(model(inputs[index]), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = minibatch_step(model, inputs, labels, index, optimizer)
             loss_sum += loss.detach() * index.numel()
             seen += index.numel()
         epoch_loss = float(loss_sum) / seen

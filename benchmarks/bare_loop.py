@@ -2,10 +2,10 @@
 data, batches, steps and fused optimizer, one thread; no schedule, no loss bookkeeping, no progress, no
 callbacks), in this process or as a whole process of its own.
 
-    python benchmarks/bare_loop.py [KEY=VALUE ...]     # a whole bare process: imports, data, training
+    python benchmarks/bare_loop.py SETTINGS.pt    # a whole bare process (bench_process.py, bench_sweep.py)
 
-It imports torch, models.py (the architectures) and the cached dataset tensors only: no Hydra, no
-project machinery. bench_process.py and bench_sweep.py import it.
+It imports torch, models.py (the architectures), train_models' one minibatch step and the cached dataset
+tensors: no Hydra composition, no run machinery. bench_process.py and bench_sweep.py import it.
 """
 from __future__ import annotations
 
@@ -20,23 +20,18 @@ def bare_train(model, inputs, labels, optimizer, epochs: int, batch_size: int, s
     """Seconds of `epochs` epochs of minibatch steps over a seeded per-epoch permutation (the project's
     batches, its BatchNorm guard against a last batch of one sample included)."""
     import torch
-    import torch.nn.functional as F
+
+    from train_models import batch_starts, minibatch_step
 
     generator = torch.Generator().manual_seed(seed)
     count = inputs.shape[0]
-    starts = list(range(0, count, batch_size))
-    if count - starts[-1] == 1 and len(starts) > 1:
-        starts.pop()
+    starts = batch_starts(count, batch_size)
     model.train()
     started = time.perf_counter()
     for _ in range(epochs):
         order = torch.randperm(count, generator=generator)
         for start in starts:
-            index = order[start:start + batch_size]
-            loss = F.cross_entropy(model(inputs[index]), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            minibatch_step(model, inputs, labels, order[start:start + batch_size], optimizer)
     return time.perf_counter() - started
 
 
@@ -77,15 +72,16 @@ def settings_of(cfg, inputs, labels) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    """A whole bare process: the settings and the cached tensors are prepared by the caller and passed as
-    one torch file (bench_process.py writes it), so that this process imports torch and models only."""
+    """A whole bare process: the settings (one, or a list: trained one after another) with the cached
+    tensors are prepared by the caller and passed as one torch file (bench_process.py and bench_sweep.py
+    write it), so that this process imports torch and models only. Prints each training's seconds."""
     sys.path.insert(0, str(REPO_ROOT))
     import cpu_kernels  # noqa: F401  (the entry scripts' CPU kernels)
     import torch
 
     settings = torch.load(argv[0], weights_only=False)
-    seconds = bare_run(settings)
-    print(f"bare training: {seconds:.3f} s")
+    for one in settings if isinstance(settings, list) else [settings]:
+        print(f"bare training: {bare_run(one):.3f} s", flush=True)
 
 
 if __name__ == "__main__":
