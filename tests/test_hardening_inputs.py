@@ -498,11 +498,11 @@ def test_a_width_whose_sums_exceed_the_memory_is_refused_before_allocating(monke
     wide = nn.Sequential(nn.Linear(20, 60_000))
     inputs, labels = torch.randn(40, 20), torch.arange(40) % 4
     with pytest.raises(ValueError) as raised:
-        measure_separation(wide, inputs, labels, modules=["0"], batch_size=20)
+        measure_separation(wide, inputs, labels, modules=["0"], batch_size=20, passes=1)
     assert str(raised.value) == (
         "modules: measuring 1 point(s) without pca_dim streams d x d float64 sums (widest '0', d = 60,000): "
-        "86.4 GB, more than the 16.0 GB available on cpu; allowed: pca_dim=K (features held in memory, "
-        "PCA-reduced to K first) or fewer or narrower modules")
+        "86.4 GB, more than the 16.0 GB available on cpu; allowed: passes=None or 2 (two passes, O(K d) memory), "
+        "pca_dim=K (features held in memory, PCA-reduced to K first) or fewer or narrower modules")
     assert updates == []
     profile = measure_separation(wide, inputs, labels, modules=["0"], batch_size=20, pca_dim=10)
     assert profile["layers"][0]["dim"] == 60_000
@@ -516,7 +516,7 @@ def test_the_memory_needed_counts_every_point_and_the_widest_twice_more(monkeypa
     measure_separation(net, inputs, labels, modules=["2", "4"])                    # fits exactly
     monkeypatch.setattr(representation_analysis, "available_memory", lambda device: needed - 1)
     with pytest.raises(ValueError, match="more than the 0.0 GB available on cpu"):
-        measure_separation(net, inputs, labels, modules=["2", "4"])
+        measure_separation(net, inputs, labels, modules=["2", "4"], passes=1)
     monkeypatch.setattr(representation_analysis, "available_memory", lambda device: None)   # unknown: measured
     measure_separation(net, inputs, labels, modules=["2", "4"])
 
