@@ -35,7 +35,7 @@ from config_utils import (REPO_ROOT, ConfigError, check_names, check_output_fold
                           run_name, sweep_job_configs)
 from data import (Dataset, balanced_subset, check_cache_folder, check_data, check_test_subset_of, class_counts_of,
                   input_shape_of, prepare_dataset)
-from summarize_runs import BadFile, read_json
+from run_records import BadFile, read_json
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
                                      measure_profile, profile_and_fit)
 from train_models import (OPTIMIZER_STATES, TRAINING_SCHEMES, TrainResult, accuracy, build_model,

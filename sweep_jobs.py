@@ -285,7 +285,7 @@ def like_key(row: dict) -> tuple:
 
 def job_row(config: dict) -> dict:
     """A planned job's row as runs.csv holds it, from its resolved config (the report's own reading)."""
-    from summarize_runs import Run
+    from run_records import Run
 
     return Run(Path("planned") / "results.json", {"config": config}).row()
 
@@ -328,8 +328,8 @@ class CostModel:
         self.epoch_costs: dict[tuple[str, str], float] = {}            # (group, label) -> seconds per epoch
         if report is None:
             return
-        from reproduction_report import read_epoch_costs, read_rows
-        from summarize_runs import BadFile
+        from report_tables import read_epoch_costs, read_rows
+        from run_records import BadFile
 
         try:
             runs = Path(report) / "runs.csv"
@@ -448,8 +448,8 @@ def recorded_runs(report: Path) -> set[str]:
     """The finished runs of a report folder (a path to its runs.csv names its folder), read by the
     report's one checked reader (reproduction_report.recorded_runs: regular files only, size bounds,
     strict CSV, runs.csv and profiles.csv checked together); a table it refuses is refused here too."""
-    from reproduction_report import recorded_runs as report_recorded_runs
-    from summarize_runs import BadFile
+    from report_tables import recorded_runs as report_recorded_runs
+    from run_records import BadFile
 
     report = Path(report)
     folder = report.parent if report.name == "runs.csv" and not report.is_dir() else report

@@ -34,7 +34,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from atomic_io import atomic_write  # noqa: E402
 from config_utils import CONF_DIR, register_resolvers  # noqa: E402
 from data import input_shape_of  # noqa: E402
-from reproduction_report import NOT_RUN  # noqa: E402
+from campaign import NOT_RUN  # noqa: E402
 from sweep_jobs import epoch_cost_label, sweep_jobs, total_epochs, training_samples  # noqa: E402
 from train_models import build_model, build_optimizer, train  # noqa: E402
 

@@ -4,7 +4,7 @@ scripts (HornHehhf/Equi-Separation) on this CPU, once at its seed 666, and recor
     git clone https://github.com/HornHehhf/Equi-Separation /path/to/original
     .venv/bin/python benchmarks/original_code.py /path/to/original [--report docs/reproduction] [--dry-run]
 
-The settings are the report's misses at the paper's or the training-loss lr (reproduction_report.misses_of).
+The settings are the report's misses at the paper's or the training-loss lr (reproduction_report_figures.misses_of).
 Nothing of the original is copied into this project: its files are read from the checkout at run time
 into a scratch folder, where only the CPU edits are made (CUDA default tensors and .cuda() calls to the
 CPU, its '/path/to/working/dir' to the scratch folder); its data scripts then write their pickles there
@@ -28,7 +28,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import reproduction_report as report  # noqa: E402
+import campaign  # noqa: E402
+import report_figures  # noqa: E402
+import report_tables  # noqa: E402
+import verdicts  # noqa: E402
 from atomic_io import atomic_write  # noqa: E402
 from experiment import cpu_model  # noqa: E402
 
@@ -47,13 +50,13 @@ CPU_EDITS = (("default tensor type", "torch.set_default_tensor_type('torch.cuda.
 
 def failing_settings(report_dir: Path) -> list[dict]:
     """The misses of GROUPS in the committed tables, each with its seed-666 run (our side of the pair)."""
-    tables = report.read_tables(report_dir)
+    tables = report_tables.read_tables(report_dir)
     settings = []
-    for group in report.GROUPS:
+    for group in campaign.GROUPS:
         if group.name not in GROUPS:
             continue
         rows = [row for row in tables.rows if row["group"] == group.name]
-        for miss in report.misses_of(group, report.settings_of(group, rows), tables.profiles):
+        for miss in report_figures.misses_of(group, verdicts.settings_of(group, rows), tables.profiles):
             ours = next(row for row in rows if row["seed"] == 666 and row["lr"] == miss["lr"]
                         and all(str(row[field]) == str(value) for field, value in
                                 zip(group.setting, miss["setting"])))
@@ -166,8 +169,8 @@ def main(argv: list[str] | None = None) -> None:
                             "our_run": setting["row"]["run"], "command": "python " + " ".join(command),
                             **found, "wall_seconds": round(seconds, 1), "machine": machine,
                             "torch": torch.__version__, "original_commit": commit})
-    text = report._csv_text(report.ORIGINAL_CODE_COLUMNS, records)
-    report.read_original_code(args.report, report.read_tables(args.report).rows, text)    # what the report will read
+    text = report_tables._csv_text(report_tables.ORIGINAL_CODE_COLUMNS, records)
+    report_tables.read_original_code(args.report, report_tables.read_tables(args.report).rows, text)    # what the report will read
     atomic_write(args.report / "original_code.csv", lambda temporary: temporary.write_text(text))
     print(f"wrote {args.report / 'original_code.csv'}")
 

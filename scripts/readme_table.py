@@ -37,8 +37,9 @@ GPU_TEXT = {True: "a GPU: convolutional (a VGG13 epoch: 1.1 s on an H100, 72 s o
 
 
 def render() -> str:
-    from reproduction_report import GROUPS as REPORT_GROUPS
-    from reproduction_report import NOT_RUN, group_verdict, read_rows, settings_of
+    from campaign import GROUPS as REPORT_GROUPS, NOT_RUN
+    from report_tables import read_rows
+    from verdicts import group_verdict, settings_of
     from sweep_jobs import GROUPS, duration, sweep_jobs
 
     report_groups = {group.name: group for group in REPORT_GROUPS}

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import torch
 
+import cache_format
+import raw_formats
 import data
 from tests.test_data import fake_images, write_idx
 
@@ -45,11 +47,11 @@ for kind, path, spec in json.loads(sys.argv[3]):
     warnings.clear()
     try:
         if kind == "cifar":
-            data.read_cifar_batch(Path(path))
+            raw_formats.read_cifar_batch(Path(path))
         elif kind == "idx":
-            data.read_idx(Path(path))
+            raw_formats.read_idx(Path(path))
         elif kind == "csv":
-            data.read_mnist_csv(Path(path))
+            raw_formats.read_mnist_csv(Path(path))
         else:
             result = data.read_valid_cache(Path(path), spec)
             print(json.dumps(["None" if result is None else "loaded", " | ".join(warnings)]), flush=True)
@@ -104,8 +106,8 @@ def write_batch(path: Path, batch, protocol: int = 2) -> Path:
 
 
 def cifar_refusal(path: Path, fragment: str) -> None:
-    with pytest.raises(data.RawFileError) as error:
-        data.read_cifar_batch(path)
+    with pytest.raises(raw_formats.RawFileError) as error:
+        raw_formats.read_cifar_batch(path)
     assert_one_line(str(error.value), f"{path} is not a CIFAR-10 batch", fragment, "refused")
 
 
@@ -228,7 +230,7 @@ def test_cifar_batches_of_every_pickle_protocol_and_order_still_load(tmp_path, p
     for name, array in (("c", images), ("fortran", np.asfortranarray(images))):
         path = write_batch(tmp_path / name, {b"data": array, b"labels": labels, b"filenames": [b"a"] * 6},
                            protocol=protocol)
-        read_images, read_labels = data.read_cifar_batch(path)
+        read_images, read_labels = raw_formats.read_cifar_batch(path)
         assert np.array_equal(read_images.reshape(6, -1), images) and read_images.flags.writeable
         assert read_labels.dtype == np.int64 and read_labels.tolist() == [9, 0, 1, 2, 3, 4]
 
@@ -249,7 +251,7 @@ def python2_batch(images: np.ndarray, labels: list[int]) -> bytes:
 def test_a_cifar_batch_as_python2_cpickle_wrote_it_loads(tmp_path):
     images = fake_images(5, (3072,), 8)
     (tmp_path / "batch").write_bytes(python2_batch(images, [9, 0, 3, 3, 1]))
-    read_images, labels = data.read_cifar_batch(tmp_path / "batch")
+    read_images, labels = raw_formats.read_cifar_batch(tmp_path / "batch")
     assert np.array_equal(read_images.reshape(5, -1), images) and labels.tolist() == [9, 0, 3, 3, 1]
 
 
@@ -257,12 +259,12 @@ def test_cifar_big_endian_labels_array_values_are_kept(tmp_path):
     labels = np.array([1, 2], dtype=">i4")
     path = write_batch(tmp_path / "big", {b"data": fake_images(2, (3072,), 4),
                                           b"labels": [labels[0], labels[1]]})
-    assert data.read_cifar_batch(path)[1].tolist() == [1, 2]
+    assert raw_formats.read_cifar_batch(path)[1].tolist() == [1, 2]
 
 
 def test_a_cifar_batch_over_the_size_cap_is_refused_unread(tmp_path, monkeypatch):
     path = write_batch(tmp_path / "batch", {b"data": fake_images(2, (3072,), 4), b"labels": [0, 1]})
-    monkeypatch.setattr(data, "CIFAR_BATCH_MAX_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(raw_formats, "CIFAR_BATCH_MAX_BYTES", path.stat().st_size - 1)
     cifar_refusal(path, f"{path.stat().st_size} bytes; allowed: at most {path.stat().st_size - 1}")
 
 
@@ -272,7 +274,7 @@ def test_a_crafted_cifar_batch_stops_the_dataset_in_one_line(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         write_batch(folder / name, {b"data": fake_images(10, (3072,), 5), b"labels": list(range(10))})
     write_batch(folder / "data_batch_3", {b"data": fake_images(10, (3072,), 5), b"labels": [12] * 10})
-    with pytest.raises(data.RawFileError) as error:
+    with pytest.raises(raw_formats.RawFileError) as error:
         data.load_raw("cifar10", tmp_path, download=False)
     assert_one_line(str(error.value), "data_batch_3 is not a CIFAR-10 batch (label 0 is 12; allowed: integers "
                                       "0..9); refused")
@@ -296,8 +298,8 @@ def save_cache(path: Path, content: dict, checksum: bool = True, **save_options)
     """torch.save `content` with a checksum of its own tensors (so only the new checks can refuse it)."""
     if checksum and isinstance(content["meta"], dict):
         try:
-            tensors = {key: content[key].detach().to_dense() for key in data.CACHE_TENSORS}
-            content["meta"]["checksum"] = data.tensor_checksum(tensors)
+            tensors = {key: content[key].detach().to_dense() for key in cache_format.CACHE_TENSORS}
+            content["meta"]["checksum"] = cache_format.tensor_checksum(tensors)
         except AttributeError:  # not all are tensors: no checksum can match
             pass
     torch.save(content, path, **save_options)
@@ -318,7 +320,7 @@ def test_a_valid_cache_loads_as_it_did(tmp_path):
     path = save_cache(tmp_path / "cache.pt", content, checksum=False)
     loaded = data.read_valid_cache(path, SPEC)
     assert loaded is not None and loaded["meta"] == content["meta"]
-    for key in data.CACHE_TENSORS:
+    for key in cache_format.CACHE_TENSORS:
         assert torch.equal(loaded[key], content[key]) and loaded[key].dtype == content[key].dtype
 
 
@@ -400,7 +402,7 @@ def test_cache_archives_other_than_torch_saves_are_refused(tmp_path, caplog):
     cache_refusal(rewrite_zip(valid, tmp_path / "deflated.pt", compression=zipfile.ZIP_DEFLATED),
                   "a zip with compressed or encrypted records", caplog)
     cache_refusal(rewrite_zip(valid, tmp_path / "many.pt", extra_records=100),
-                  f"records; allowed: at most {data.CACHE_MAX_MEMBERS}", caplog)
+                  f"records; allowed: at most {cache_format.CACHE_MAX_MEMBERS}", caplog)
     cache_refusal(save_cache(tmp_path / "legacy.pt", valid_content(), _use_new_zipfile_serialization=False),
                   "not a zip archive, the format torch.save writes", caplog)
     (tmp_path / "half.pt").write_bytes(valid.read_bytes()[: valid.stat().st_size // 2])
@@ -473,7 +475,7 @@ def test_a_crafted_cache_is_rebuilt_as_a_checksum_mismatch_is(compose, tmp_path,
     monkeypatch.setattr(data, "EMBEDDED_DIR", embedded)
     with caplog.at_level(logging.WARNING, logger="data"):
         rebuilt = data.load_or_build_cache(cfg.data, tmp_path, 7, download=False)
-    assert all(torch.equal(rebuilt[key], built[key]) for key in data.CACHE_TENSORS)
+    assert all(torch.equal(rebuilt[key], built[key]) for key in cache_format.CACHE_TENSORS)
     warnings = [record.getMessage() for record in caplog.records]
     assert any(f"cache {cache} is not a valid cache (its meta is not a dict" in line for line in warnings), \
         warnings
@@ -488,15 +490,15 @@ def idx_header(*shape: int) -> bytes:
 
 
 def idx_refusal(path: Path, *fragments: str) -> None:
-    with pytest.raises(data.RawFileError) as error:
-        data.read_idx(path)
+    with pytest.raises(raw_formats.RawFileError) as error:
+        raw_formats.read_idx(path)
     assert_one_line(str(error.value), f"{path}: ", *fragments)
 
 
 def test_idx_headers_that_claim_more_than_the_file_are_refused_unread(tmp_path):
     (tmp_path / "huge").write_bytes(idx_header(65536, 65536, 65536) + b"\0" * 10)
     idx_refusal(tmp_path / "huge", "an IDX file of shape [65536, 65536, 65536] claims 281474976710656 bytes of "
-                                   f"data; allowed: at most {data.IDX_MAX_BYTES}")
+                                   f"data; allowed: at most {raw_formats.IDX_MAX_BYTES}")
     (tmp_path / "short").write_bytes(idx_header(60000, 28, 28) + b"\0" * 10)
     idx_refusal(tmp_path / "short", "an IDX file of shape [60000, 28, 28] must hold 47040016 bytes, not 26")
     (tmp_path / "long").write_bytes(idx_header(2, 2) + b"\0" * 5)
@@ -539,7 +541,7 @@ def test_gzip_bombs_are_inflated_only_as_far_as_the_header_or_the_cap_needs(tmp_
         assert_one_line(message, f"{path}: an IDX file of shape [10, 28, 28] must hold 7856 bytes, not more")
     kind, message = outcomes[2]
     assert kind == "RawFileError", message
-    assert_one_line(message, f"{csv}: decompresses to more than {data.MNIST_CSV_MAX_BYTES} bytes")
+    assert_one_line(message, f"{csv}: decompresses to more than {raw_formats.MNIST_CSV_MAX_BYTES} bytes")
 
 
 def test_gzipped_idx_files_corrupted_or_padded(tmp_path):
@@ -556,14 +558,14 @@ def test_gzipped_idx_files_corrupted_or_padded(tmp_path):
     idx_refusal(tmp_path / "plain.gz", "unreadable (", "incorrect header check")
     (tmp_path / "more.gz").write_bytes(gzip.compress(payload + b"\1"))
     idx_refusal(tmp_path / "more.gz", "must hold 2368 bytes, not more")
-    (tmp_path / "many.gz").write_bytes(gzip.compress(payload) + gzip.compress(b"") * data.GZIP_MAX_MEMBERS)
-    idx_refusal(tmp_path / "many.gz", f"unreadable (more than {data.GZIP_MAX_MEMBERS} gzip members)")
+    (tmp_path / "many.gz").write_bytes(gzip.compress(payload) + gzip.compress(b"") * raw_formats.GZIP_MAX_MEMBERS)
+    idx_refusal(tmp_path / "many.gz", f"unreadable (more than {raw_formats.GZIP_MAX_MEMBERS} gzip members)")
     # what gzip.open reads, read_idx reads alike: several members, zero padding after them
     split = gzip.compress(payload[:1000]) + b"\0" * 3 + gzip.compress(payload[1000:]) + b"\0" * 5000
     (tmp_path / "split.gz").write_bytes(split)
     with gzip.open(tmp_path / "split.gz") as handle:
         assert handle.read() == payload
-    assert np.array_equal(data.read_idx(tmp_path / "split.gz").numpy(), array)
+    assert np.array_equal(raw_formats.read_idx(tmp_path / "split.gz").numpy(), array)
 
 
 def test_idx_datasets_with_disagreeing_files_are_refused(tmp_path):
@@ -592,7 +594,7 @@ def test_idx_datasets_with_disagreeing_files_are_refused(tmp_path):
     ]
     for files, *fragments in cases:
         write(**files)
-        with pytest.raises(data.RawFileError) as error:
+        with pytest.raises(raw_formats.RawFileError) as error:
             data.load_raw("mnist", tmp_path, download=False)
         assert_one_line(str(error.value), str(raw), *fragments)
     write()
@@ -616,16 +618,16 @@ def test_csv_files_that_are_not_mnist_digits(tmp_path, monkeypatch):
         path = tmp_path / case.replace(" ", "_") / data.MNIST_CSV_FILE
         path.parent.mkdir()
         path.write_bytes(payload)
-        with pytest.raises(data.RawFileError) as error:
-            data.read_mnist_csv(path)
+        with pytest.raises(raw_formats.RawFileError) as error:
+            raw_formats.read_mnist_csv(path)
         assert_one_line(str(error.value), f"{path}: ", fragment)
     path = tmp_path / "big" / data.MNIST_CSV_FILE
     path.parent.mkdir()
     path.write_bytes(member)
-    assert data.read_mnist_csv(path)[1].tolist() == [3]
-    monkeypatch.setattr(data, "MNIST_CSV_MAX_BYTES", len(member) - 1)
-    with pytest.raises(data.RawFileError) as error:
-        data.read_mnist_csv(path)
+    assert raw_formats.read_mnist_csv(path)[1].tolist() == [3]
+    monkeypatch.setattr(raw_formats, "MNIST_CSV_MAX_BYTES", len(member) - 1)
+    with pytest.raises(raw_formats.RawFileError) as error:
+        raw_formats.read_mnist_csv(path)
     assert_one_line(str(error.value), f"{path}: a compressed file of {len(member)} bytes; allowed: at most")
 
 

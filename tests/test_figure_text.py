@@ -13,6 +13,9 @@ from matplotlib.text import Text
 from omegaconf import OmegaConf
 
 import plotting
+import campaign
+import report_figures
+import run_records
 import reproduction_report as report
 import summarize_runs
 from representation_analysis import bn_mode_label
@@ -167,7 +170,7 @@ def checked_figures(monkeypatch):
 
 
 def run(name: str, *, depth: int, optimizer="adam", lr=1e-3, epochs=600, data="cfm", training="standard",
-        bn_mode="train_batches", measure="within_variance", seed=9223372036854775807) -> summarize_runs.Run:
+        bn_mode="train_batches", measure="within_variance", seed=9223372036854775807) -> run_records.Run:
     count = depth + 2
     config = {"data": {"name": data}, "model": {"name": "GFNN", "tag": f"L{depth}-w100", "depth": depth},
               "optimization": {"name": optimizer}, "training": {"name": training}, "layer_num": depth,
@@ -175,7 +178,7 @@ def run(name: str, *, depth: int, optimizer="adam", lr=1e-3, epochs=600, data="c
               "analysis": {"bn_mode": bn_mode, "bn_batch_size": 100}}
     results = {"config": config, "run_name": name, "status": "completed", "layers": layers(count),
                "fit": fit(count), "final_train_loss": 0.01, "test_accuracy": 0.8}
-    return summarize_runs.Run(Path("logs") / name / "results.json", results)
+    return run_records.Run(Path("logs") / name / "results.json", results)
 
 
 def test_fig1_grid_holds_the_fig1_protocol_only_and_fits_its_text(checked_figures, capsys, monkeypatch):
@@ -214,7 +217,7 @@ def test_depth_figure_splits_protocols_and_fits_its_text(checked_figures):
 
 
 def test_report_group_figure_fits_its_text(checked_figures, tmp_path):
-    for group in (report.GROUPS[0], next(g for g in report.GROUPS if g.name == "residual")):
+    for group in (campaign.GROUPS[0], next(g for g in campaign.GROUPS if g.name == "residual")):
         series = []
         for panel in ("sgd", "momentum", "adam") if group.panels else (group.name,):
             for line in ("model ResNetMixV2, variant bottleneck/layer/measure_within_variance, lr 0.0003",
@@ -222,7 +225,7 @@ def test_report_group_figure_fits_its_text(checked_figures, tmp_path):
                 for seed in (666, 1, 2, 3, 4):
                     series.append({"panel": panel, "line": line, "seed": seed,
                                    "points": [(i, 30.0 * 0.5 ** i) for i in range(20)]})
-        assert report.draw_group_figure(group, series, tmp_path / f"{group.name}.png") is not None
+        assert report_figures.draw_group_figure(group, series, tmp_path / f"{group.name}.png") is not None
     assert len(checked_figures) == 2 and all(problems == [] for problems in checked_figures), checked_figures
 
 

@@ -18,8 +18,10 @@ import torch
 
 import atomic_io
 import config_utils
+import raw_formats
 import data
 import reanalyze
+import run_records
 import summarize_runs
 from config_utils import ConfigError
 from experiment import allocation_failure, discard_unused_run_dir, validate_config
@@ -100,7 +102,7 @@ def test_a_hostile_cifar_batch_is_refused_and_runs_nothing(cifar_root, compose, 
     marker = tmp_path / "marker"
     batch = cifar_root / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(pickle.dumps({b"data": RunsCode(marker), b"labels": [0]}))
-    with pytest.raises(data.RawFileError, match="data_batch_1 is not a CIFAR-10 batch.*posix.system"):
+    with pytest.raises(raw_formats.RawFileError, match="data_batch_1 is not a CIFAR-10 batch.*posix.system"):
         data.prepare_dataset(compose("data=cc").data, cifar_root, split_seed=1, download=False)
     assert not marker.exists()
     completed = run_cli(tmp_path, "data=cc", f"data_root={cifar_root}", "download=false", expect_ok=False)
@@ -118,14 +120,14 @@ def test_cifar_batches_of_old_numpy_and_python2_load(tmp_path):
     old_style = payload.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
     assert old_style != payload
     (tmp_path / "batch").write_bytes(old_style)
-    read_images, labels = data.read_cifar_batch(tmp_path / "batch")
+    read_images, labels = raw_formats.read_cifar_batch(tmp_path / "batch")
     assert np.array_equal(read_images.reshape(4, -1), images) and labels.tolist() == [1, 2, 3, 4]
 
 
 def test_a_malformed_idx_file_gives_one_error(tmp_path):
     (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1, 2]))
-    with pytest.raises(data.RawFileError, match="must hold 17 bytes, not 10"):
-        data.read_idx(tmp_path / "short")
+    with pytest.raises(raw_formats.RawFileError, match="must hold 17 bytes, not 10"):
+        raw_formats.read_idx(tmp_path / "short")
 
 
 # ------------------------------------------------------------ 3. nothing the user has is destroyed
@@ -398,9 +400,9 @@ def test_summaries_skip_ill_typed_results_in_one_line_each(tmp_path):
 
 
 def test_non_finite_spellings_are_numbers_again():
-    results = summarize_runs.restore_non_finite({"fit": {"pearson_r": "nan", "rho": "inf"}, "status": "completed"})
+    results = run_records.restore_non_finite({"fit": {"pearson_r": "nan", "rho": "inf"}, "status": "completed"})
     assert math.isnan(results["fit"]["pearson_r"]) and results["fit"]["rho"] == math.inf
-    assert summarize_runs.results_problem(results) is None
+    assert run_records.results_problem(results) is None
 
 
 # -------------------------------------------------------------------------------------- 5. sweeps
@@ -451,7 +453,7 @@ def test_reanalyses_are_not_counted_as_runs(tmp_path):
         out.mkdir(parents=True)
         (out / "results.json").write_text(json.dumps({"source": str(first.parent / "checkpoint.pt"),
                                                       "overrides": [tag], "layers": [], "fit": None}))
-    runs = summarize_runs.load_runs([logs])
+    runs = run_records.load_runs([logs])
     assert sorted(run.name for run in runs) == ["first", "second"]
     assert all(run.status == "completed" for run in runs)
 

@@ -18,8 +18,14 @@ from pathlib import Path
 import pytest
 
 import atomic_io
+import campaign
+import queue_logs
+import report_figures
+import report_merge
+import report_tables
+import verdicts
 import reproduction_report as report
-from summarize_runs import BadFile
+from run_records import BadFile
 from tests.child_processes import finishes, main_outcome
 from tests.test_report import fit_of
 
@@ -34,8 +40,8 @@ PROFILE = [30.0, 12.0, 5.0, 2.0, 0.8, 0.3]       # a straight ln D_l: r = -0.999
 # ------------------------------------------------------------------------------------------ helpers
 @pytest.fixture(scope="module")
 def plan():
-    """The campaign's plan (report.campaign_jobs: composed once, then read from its cache)."""
-    return report.campaign_jobs()
+    """The campaign's plan (campaign.campaign_jobs: composed once, then read from its cache)."""
+    return campaign.campaign_jobs()
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +60,7 @@ def copy(tmp_path) -> Path:
 
 
 def missing_jobs(plan) -> list:
-    recorded = {row["run"] for row in report.read_rows(COMMITTED / "runs.csv") if row["status"] in report.FINISHED}
+    recorded = {row["run"] for row in report_tables.read_rows(COMMITTED / "runs.csv") if row["status"] in verdicts.FINISHED}
     return [job for _, job in plan if job.run_name not in recorded]
 
 
@@ -98,7 +104,7 @@ def command(*argv, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def rows_of(folder: Path) -> dict:
-    return {(row["group"], row["run"]): row for row in report.read_rows(folder / "runs.csv")}
+    return {(row["group"], row["run"]): row for row in report_tables.read_rows(folder / "runs.csv")}
 
 
 # ---------------------------------------------------------- class 1: the tables are append-only evidence
@@ -112,9 +118,9 @@ def test_a_config_change_keeps_every_recorded_row_and_only_a_named_flag_retires_
         config = {**job.config, "analysis": {**job.config["analysis"], "new_option": False}}
         changed.append((group, type(job)(**{**job.__dict__, "config": config,
                                             "run_name": job.run_name[:-8] + "0badc0de"})))
-    monkeypatch.setattr(report, "campaign_jobs", lambda groups=None: changed)
+    monkeypatch.setattr(report_merge, "campaign_jobs", lambda groups=None: changed)
     before = rows_of(copy)
-    finished = {key: row for key, row in before.items() if row["status"] in report.FINISHED}
+    finished = {key: row for key, row in before.items() if row["status"] in verdicts.FINISHED}
     profile_lines = set((copy / "profiles.csv").read_text().splitlines())
     (tmp_path / "logs").mkdir()
     code, out, err = run_main(capsys, copy, "--merge", tmp_path / "logs")
@@ -174,7 +180,7 @@ def replace_text(name, old, new, count=1):
 
 
 def first_completed_position() -> int:
-    rows = report.read_rows(COMMITTED / "runs.csv")
+    rows = report_tables.read_rows(COMMITTED / "runs.csv")
     return next(position for position, row in enumerate(rows, start=1) if row["status"] == "completed")
 
 
@@ -231,7 +237,7 @@ def test_broken_tables_are_refused_by_the_rebuild_the_merge_and_the_recorded_run
         assert line.startswith("error: ") and message in line, line
         assert snapshot(copy) == before
     with pytest.raises(BadFile, match="runs.csv|profiles.csv"):
-        report.recorded_runs(copy)
+        report_tables.recorded_runs(copy)
 
 
 def test_two_merges_at_once_lose_no_row(copy, tmp_path, plan):
@@ -247,9 +253,9 @@ def test_two_merges_at_once_lose_no_row(copy, tmp_path, plan):
     for process in processes:
         out, err = process.communicate(timeout=300)
         assert process.returncode == 0 and out.startswith("merged: 1 new runs"), err
-    statuses = {row["run"]: row["status"] for row in report.read_rows(copy / "runs.csv")}
+    statuses = {row["run"]: row["status"] for row in report_tables.read_rows(copy / "runs.csv")}
     assert statuses[first.run_name] == statuses[second.run_name] == "completed"
-    report.read_tables(copy)                              # and the tables pass every check
+    report_tables.read_tables(copy)                              # and the tables pass every check
 
 
 def test_a_crash_between_the_two_tables_is_refused_then_repaired_by_the_next_merge(copy, tmp_path, plan,
@@ -262,7 +268,7 @@ def test_a_crash_between_the_two_tables_is_refused_then_repaired_by_the_next_mer
     write(logs, results_of(job))
     clean = tmp_path / "clean"
     shutil.copytree(COMMITTED, clean)
-    report.merge(clean, [logs])
+    report_merge.merge(clean, [logs])
     runs_before = (copy / "runs.csv").read_bytes()
     replace = os.replace
 
@@ -272,13 +278,13 @@ def test_a_crash_between_the_two_tables_is_refused_then_repaired_by_the_next_mer
         return replace(source, target, *args, **kwargs)
     monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        report.merge(copy, [logs])
+        report_merge.merge(copy, [logs])
     monkeypatch.setattr(os, "replace", replace)
     assert (copy / "runs.csv").read_bytes() == runs_before
     assert (copy / "profiles.csv").read_bytes() == (clean / "profiles.csv").read_bytes()
     with pytest.raises(BadFile, match="no row of runs.csv supports .* interrupted merge"):
         report.rebuild(copy)
-    outcome = report.merge(copy, [logs])
+    outcome = report_merge.merge(copy, [logs])
     assert outcome.added == 1
     for name in TABLES:
         assert (copy / name).read_bytes() == (clean / name).read_bytes()
@@ -309,7 +315,7 @@ def test_a_failed_write_of_either_temporary_changes_neither_table(copy, tmp_path
         return fsync(descriptor)
     monkeypatch.setattr(os, "fsync", second_fails)
     with pytest.raises(OSError, match="No space left"):
-        report.merge(copy, [tmp_path / "logs"])
+        report_merge.merge(copy, [tmp_path / "logs"])
     assert snapshot(copy) == before and not [p for p in copy.iterdir() if ".tmp-" in p.name]
 
 
@@ -317,12 +323,12 @@ def test_a_completed_row_left_without_its_profile_gets_it_back_from_the_logs(cop
     """What the old merge left after a crash (runs.csv written, profiles.csv not): the rebuild refuses
     it, a merge of the logs holding the run restores the profile, and the tables are the committed ones
     again, byte for byte."""
-    rows = report.read_rows(COMMITTED / "runs.csv")
+    rows = report_tables.read_rows(COMMITTED / "runs.csv")
     row = next(row for row in rows if row["status"] == "completed" and row["group"] == "fig1")
     job = next(job for _, job in plan if job.run_name == row["run"])
-    profiles = report.read_profiles(COMMITTED / "profiles.csv")
-    train = [d for _, d in report.profile_of(profiles, row["run"])]
-    test = [d for _, d in report.profile_of(profiles, row["run"], "test")]
+    profiles = report_tables.read_profiles(COMMITTED / "profiles.csv")
+    train = [d for _, d in report_tables.profile_of(profiles, row["run"])]
+    test = [d for _, d in report_tables.profile_of(profiles, row["run"], "test")]
     results = results_of(job, train, train_accuracy=row["train_accuracy"], test_accuracy=row["test_accuracy"],
                          final_train_loss=row["final_train_loss"], wall_seconds=row["wall_seconds"],
                          test_layers=[{"index": i, "D": d} for i, d in enumerate(test)],
@@ -360,9 +366,9 @@ def test_a_record_is_merged_only_under_the_name_its_own_config_gives(copy, tmp_p
     assert len(lines) == 3
     assert f"claims to be planned run {target.run_name}, but its config has " in lines[0] + lines[1] + lines[2]
     assert "does not give the hash" in err and 'its identity_hash is "00000000"' in err
-    statuses = {row["run"]: row["status"] for row in report.read_rows(copy / "runs.csv")}
+    statuses = {row["run"]: row["status"] for row in report_tables.read_rows(copy / "runs.csv")}
     assert {statuses[job.run_name] for job in missing[:3]} == {"missing"}
-    assert not {job.run_name for job in missing[:3]} & report.recorded_runs(copy)
+    assert not {job.run_name for job in missing[:3]} & report_tables.recorded_runs(copy)
 
 
 OUT_OF_RANGE = {   # a change of a good record -> what its warning says
@@ -405,7 +411,7 @@ def test_differing_copies_of_a_new_run_are_reported_and_neither_recorded(copy, t
     assert code == 0 and out.startswith("merged: 1 new runs"), err
     (line,) = err.splitlines()
     assert line.startswith(f"warning: {first.run_name}: 2 copies with different numbers (") and "none recorded" in line
-    statuses = {row["run"]: row["status"] for row in report.read_rows(copy / "runs.csv")}
+    statuses = {row["run"]: row["status"] for row in report_tables.read_rows(copy / "runs.csv")}
     assert (statuses[first.run_name], statuses[second.run_name]) == ("missing", "completed")
 
 
@@ -413,16 +419,16 @@ def test_a_merge_takes_seconds_once_the_plan_is_composed(copy, tmp_path, plan, m
     """The merge composed the 761 planned jobs each time (some 2.5 min once, 13 s with JobComposer);
     the plan is read back from its cache, keyed by the digest of what it depends on; a damaged cache
     is composed again, never trusted."""
-    cache = report.PLAN_CACHE / f"campaign-{report.plan_digest()}.json"
-    assert report._cached_plan(cache) is not None
-    cached = report.campaign_jobs()
+    cache = campaign.PLAN_CACHE / f"campaign-{campaign.plan_digest()}.json"
+    assert campaign._cached_plan(cache) is not None
+    cached = campaign.campaign_jobs()
     assert [(group, job.run_name, job.config) for group, job in cached] == \
         [(group, job.run_name, job.config) for group, job in plan]
     damaged = tmp_path / "campaign.json"
     damaged.write_text('{"plan": [["fig1", {"run_name": "x"}]]}')
-    assert report._cached_plan(damaged) is None
+    assert campaign._cached_plan(damaged) is None
     os.mkfifo(tmp_path / "fifo.json")
-    assert finishes(lambda: report._cached_plan(tmp_path / "fifo.json")) is None
+    assert finishes(lambda: campaign._cached_plan(tmp_path / "fifo.json")) is None
 
 
 def test_a_typo_in_the_report_folder_is_refused_and_creates_nothing(tmp_path, capsys):
@@ -443,22 +449,22 @@ def test_a_queue_log_whose_exit_precedes_its_start_is_skipped(tmp_path, capsys):
     log.write_text("[2026-11-27 04:00:00] start: [1/1] python experiment.py\n"
                    "[1970-01-01 00:00:01] exit 0: [1/1] fig1 after 1s; 1/1 done in 1s\n")
     context = {}
-    report.add_queues(context, [log])
+    queue_logs.add_queues(context, [log])
     assert context["queues"] == []
     assert capsys.readouterr().err == (f"warning: skipping queue log {log}: line 2: the exit of \"[1/1]\" at "
                                        "1970-01-01 00:00:01 precedes its start\n")
     log.write_text("[2026-11-27 04:00:00] exit 0: [1/1] fig1 after 1s\n")
-    report.add_queues(context, [log])
+    queue_logs.add_queues(context, [log])
     assert "has no start line before it" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------- class 2: one checked reader of the tables
 def test_the_checked_reader_gives_the_recorded_runs_of_the_committed_tables():
-    tables = report.read_tables(COMMITTED)
-    finished = {row["run"] for row in tables.rows if row["status"] in report.FINISHED}
+    tables = report_tables.read_tables(COMMITTED)
+    finished = {row["run"] for row in tables.rows if row["status"] in verdicts.FINISHED}
     with open(COMMITTED / "runs.csv", newline="") as handle:   # the same table read plainly
         plain = {row["run"] for row in csv.DictReader(handle) if row["status"] in ("completed", "diverged")}
-    assert report.recorded_runs(COMMITTED) == finished == plain and len(finished) > 700
+    assert report_tables.recorded_runs(COMMITTED) == finished == plain and len(finished) > 700
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero link", "link to a good table", "folder", "too big"])
@@ -485,9 +491,9 @@ def test_a_table_that_is_no_regular_file_is_refused_in_one_line_without_hanging(
         table.mkdir()
     else:
         table.write_bytes(good)
-        monkeypatch.setattr(report, "MAX_TABLE_BYTES", 1000)
-        monkeypatch.setattr(report.read_table_text, "__defaults__", (1000,))
-    error = finishes(lambda: report.recorded_runs(copy))
+        monkeypatch.setattr(report_tables, "MAX_TABLE_BYTES", 1000)
+        monkeypatch.setattr(report_tables.read_table_text, "__defaults__", (1000,))
+    error = finishes(lambda: report_tables.recorded_runs(copy))
     assert isinstance(error, BadFile) and str(error) == f"{table}: {expected}"
     if kind != "too big":                               # the command too: one line, exit 2, no hang
         completed = command(copy, timeout=60)

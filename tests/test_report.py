@@ -10,6 +10,13 @@ from pathlib import Path
 
 import pytest
 
+import campaign
+import queue_logs
+import report_figures
+import report_markdown
+import report_merge
+import report_tables
+import verdicts
 import reproduction_report as report
 from sweep_jobs import main as sweep_jobs_main
 
@@ -18,8 +25,8 @@ from sweep_jobs import main as sweep_jobs_main
 pytestmark = pytest.mark.xdist_group("report")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIG1 = report.Group("fig1", "claim fig1", setting=("optimizer", "depth"), panels="optimizer")
-LINEARIZED = report.Group("linearized", "claim linearized", setting=("model",), expect="fails", lines="lr")
+FIG1 = campaign.Group("fig1", "claim fig1", setting=("optimizer", "depth"), panels="optimizer")
+LINEARIZED = campaign.Group("linearized", "claim linearized", setting=("model",), expect="fails", lines="lr")
 GROUPS = (FIG1, LINEARIZED)
 STRAIGHT = [30.0 / 3 ** i for i in range(20)]
 STRAIGHT_2 = [30.0, 10.0]      # a two-point profile: r = -1 by construction
@@ -69,7 +76,7 @@ def write_results(logs: Path, job, *, d_values=None, status="completed", loss=0.
 
 @pytest.fixture(scope="module")
 def campaign():
-    return report.campaign_jobs(GROUPS)
+    return campaign.campaign_jobs(GROUPS)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +111,10 @@ def built(tmp_path_factory, campaign):
             else:
                 write_results(logs, job, d_values=weak, loss=0.5 - 100 * lr if lr < 0.003 else 0.9,
                               test_accuracy=0.9 if lr == 3e-5 else 0.7)
-    first = report.merge(out, [logs], groups=GROUPS)
-    second = report.merge(out, [logs], groups=GROUPS)
+    first = report_merge.merge(out, [logs], groups=GROUPS)
+    second = report_merge.merge(out, [logs], groups=GROUPS)
     written = report.write_report(out, GROUPS)
-    return out, logs, first, second, written, (out / "README.md").read_text(), report.read_rows(out / "runs.csv")
+    return out, logs, first, second, written, (out / "README.md").read_text(), report_tables.read_rows(out / "runs.csv")
 
 
 def test_merge_records_every_planned_run_once_and_twice_adds_nothing(built, campaign):
@@ -120,10 +127,10 @@ def test_merge_records_every_planned_run_once_and_twice_adds_nothing(built, camp
     assert (row["machine"], row["cpu_kernels"], row["commit"], row["torch"], row["points"]) == \
         ("Test CPU", "AVX2", "abc1234", "2.14.1", 8)
     assert row["eval_pearson_r"] == pytest.approx(fit_of([30.0, 20.0, 16.0, 12.0, 10.0, 9.0, 8.0, 7.5])["pearson_r"])
-    profiles = report.read_profiles(out / "profiles.csv")
-    assert report.profile_of(profiles, row["run"]) == [(i, 30.0 / 3 ** i) for i in range(8)]
-    assert report.profile_of(profiles, row["run"], "test") == [(i, 60.0 / 3 ** i) for i in range(8)]
-    assert len(report.profile_of(profiles, row["run"], "train", "eval")) == 8
+    profiles = report_tables.read_profiles(out / "profiles.csv")
+    assert report_tables.profile_of(profiles, row["run"]) == [(i, 30.0 / 3 ** i) for i in range(8)]
+    assert report_tables.profile_of(profiles, row["run"], "test") == [(i, 60.0 / 3 ** i) for i in range(8)]
+    assert len(report_tables.profile_of(profiles, row["run"], "train", "eval")) == 8
 
 
 def test_a_recorded_run_is_never_replaced_and_a_differing_copy_is_reported(built, tmp_path, campaign):
@@ -135,7 +142,7 @@ def test_a_recorded_run_is_never_replaced_and_a_differing_copy_is_reported(built
     group, job = next((g, j) for g, j in campaign if g == "fig1" and j.config["seed"] == 1)
     other_logs = tmp_path / "logs"
     write_results(other_logs, job, loss=0.02)
-    outcome = report.merge(copy, [other_logs], groups=GROUPS)
+    outcome = report_merge.merge(copy, [other_logs], groups=GROUPS)
     assert outcome.added == 0 and [name for name, _ in outcome.conflicting] == [job.run_name]
     assert "final_train_loss 0.01 -> 0.02" in outcome.conflicting[0][1]
     assert (copy / "runs.csv").read_text() == (out / "runs.csv").read_text()
@@ -149,11 +156,11 @@ def test_a_legacy_row_is_replaced_by_a_fresh_run_that_says_whether_it_is_bitwise
     legacy = {"group": "fig1", "run": job.run_name, "status": "completed", "pearson_r": fit["pearson_r"],
               "rho": fit["rho"], "D_first": 30.0, "D_last_layer": STRAIGHT[job.config["layer_num"] + 1],
               "train_accuracy": 1.0, "test_accuracy": 0.8, "final_train_loss": 0.01}
-    (out / "runs.csv").write_text(report._csv_text(report.RUN_COLUMNS, [legacy]))
+    (out / "runs.csv").write_text(report_tables._csv_text(report_tables.RUN_COLUMNS, [legacy]))
     write_results(logs, job)
-    outcome = report.merge(out, [logs], groups=(FIG1,))
+    outcome = report_merge.merge(out, [logs], groups=(FIG1,))
     assert (outcome.added, outcome.reproduced, outcome.replaced_differing) == (0, 1, [])
-    row = next(row for row in report.read_rows(out / "runs.csv") if row["run"] == job.run_name)
+    row = next(row for row in report_tables.read_rows(out / "runs.csv") if row["run"] == job.run_name)
     assert row["commit"] == "abc1234"
 
 
@@ -175,7 +182,7 @@ def test_verdicts_over_seeds_follow_the_stated_rules(built):
 
 def test_the_lr_rules_are_training_only_and_a_second_rule_is_shown(built):
     _, _, _, _, _, text, rows = built
-    settings = report.settings_of(LINEARIZED, [row for row in rows if row["group"] == "linearized"])
+    settings = verdicts.settings_of(LINEARIZED, [row for row in rows if row["group"] == "linearized"])
     (setting,) = settings
     assert setting.by_loss.lr == 0.001 and setting.by_accuracy.lr == 3e-5
     assert "| GLNN | **0.001** |" in text and "| GLNN | 3e-05 † |" in text
@@ -200,15 +207,15 @@ def test_rebuild_from_the_tables_alone_gives_the_report_and_its_figures(built, t
     rebuilt, figures = report.rebuild(fresh, GROUPS)
     assert rebuilt == text
     for name in ("fig1", "fig1-grid", "linearized", "linearized-grid", "misses"):     # the heat maps too
-        assert report.png_description(out / f"{name}.png") == "data sha256 " + report.series_digest(figures[name])
+        assert report_figures.png_description(out / f"{name}.png") == "data sha256 " + report_figures.series_digest(figures[name])
     assert len(figures["fig1"]) == 44          # every seed at its setting's (only) lr
     assert len(figures["linearized"]) == 24    # every lr and seed; the diverged run has no profile
 
 
 def test_table_cells_are_escaped():
-    assert report._cell("=cmd|' /C calc'!A0") == "'=cmd|' /C calc'!A0"
-    assert report._cell(-0.5) == "-0.5" and report._cell("-0.5") == "-0.5"
-    assert report._escape("a|b\n<script>") == "a\\|b &lt;script&gt;"
+    assert report_tables._cell("=cmd|' /C calc'!A0") == "'=cmd|' /C calc'!A0"
+    assert report_tables._cell(-0.5) == "-0.5" and report_tables._cell("-0.5") == "-0.5"
+    assert report_markdown._escape("a|b\n<script>") == "a\\|b &lt;script&gt;"
 
 
 def test_skip_recorded_leaves_out_the_runs_in_the_table(built, capsys):
@@ -224,7 +231,7 @@ def test_queue_statistics_from_start_and_exit_lines(tmp_path):
                    "[2026-11-27 04:00:00] start: a\n[2026-11-27 04:00:00] start: b\n"
                    "[2026-11-27 04:01:00] exit 0: a\n[2026-11-27 04:01:00] start: c\n"
                    "[2026-11-27 04:03:30] exit 0: b\n[2026-11-27 04:04:00] exit 0: c\n")
-    assert report.queue_statistics([log]) == {"jobs": 3, "wall_seconds": 240.0, "peak_parallel_jobs": 2,
+    assert queue_logs.queue_statistics([log]) == {"jobs": 3, "wall_seconds": 240.0, "peak_parallel_jobs": 2,
                                               "started": "2026-11-27 04:00:00"}
 
 
@@ -237,9 +244,9 @@ def test_committed_report_is_what_its_tables_give():
     assert text == (committed / "README.md").read_text()
     for name, series in figures.items():
         if series:
-            assert report.png_description(committed / f"{name}.png") == "data sha256 " + report.series_digest(series)
-    rows = report.read_rows(committed / "runs.csv")
-    assert {row["group"] for row in rows} == {group.name for group in report.GROUPS}
+            assert report_figures.png_description(committed / f"{name}.png") == "data sha256 " + report_figures.series_digest(series)
+    rows = report_tables.read_rows(committed / "runs.csv")
+    assert {row["group"] for row in rows} == {group.name for group in campaign.GROUPS}
     assert (committed / "runs.csv").stat().st_size + (committed / "profiles.csv").stat().st_size < 20e6
 
 
@@ -253,25 +260,25 @@ def test_an_lr_run_at_more_seeds_is_picked_over_the_seeds_every_lr_ran_at():
     """width/shape: every lr at seed 666, seeds 1-4 at seed 666's lr only. Over all its seeds lr 3e-4
     has the higher median loss (0.0009 against 0.0008), but at seed 666, the seed both ran at, it is the
     lower: it stays picked, and it is judged over its five seeds."""
-    shape = report.Group("shape", "claim", setting=("model",))
+    shape = campaign.Group("shape", "claim", setting=("model",))
     rows = [seed_row(3e-4, 666, 0.0006, accuracy=0.70)]
     rows += [seed_row(3e-4, seed, 0.0009, r=-0.98) for seed in (1, 2, 3, 4)]
     rows += [seed_row(1e-3, 666, 0.0008, accuracy=0.75)]
-    (setting,) = report.settings_of(shape, rows)
+    (setting,) = verdicts.settings_of(shape, rows)
     assert setting.shared_seeds == (666,) and setting.choice_is_partial
     assert setting.by_loss.lr == 3e-4 and setting.by_accuracy.lr == 1e-3
     assert setting.verdict(setting.by_loss) == "does not hold"       # 1 of 5 seeds show the law
     assert setting.verdict(setting.by_accuracy) == "holds"           # an lr run at one seed: that seed
-    lines, _ = report._group_section(shape, rows, {})
+    lines, _ = report_markdown._group_section(shape, rows, {})
     assert ("The lr is picked over the seeds every lr of a setting ran at (model FNNSW: seed 666); the "
             "other seeds ran at the picked lr only.") in lines
     assert "| FNNSW | **0.0003** | 5 of 5 | 0.0009 | 0.0006 | 0.8000 |" in "\n".join(lines)
     # a full grid (every lr at every seed) picks over all of them, with no extra column
     full = rows + [seed_row(1e-3, seed, 0.0008) for seed in (1, 2, 3, 4)]
-    (setting,) = report.settings_of(shape, full)
+    (setting,) = verdicts.settings_of(shape, full)
     assert setting.shared_seeds == (1, 2, 3, 4, 666) and not setting.choice_is_partial
     assert setting.by_loss.lr == 1e-3
-    assert "shared seeds" not in "\n".join(report._group_section(shape, full, {})[0])
+    assert "shared seeds" not in "\n".join(report_markdown._group_section(shape, full, {})[0])
 
 
 def test_a_planned_run_not_yet_finished_falls_in_its_setting():
@@ -282,5 +289,5 @@ def test_a_planned_run_not_yet_finished_falls_in_its_setting():
     config = {"data": {"name": "fashion_mnist"}, "optimization": {"name": "adam"}, "lr": 3e-4, "epochs": 600,
               "seed": 666, "model": {"name": "GResNet", "depth": 4,
                                      "params": {"block_option": "bottleneck", "feature_option": "layer"}}}
-    row = report._missing_record(SimpleNamespace(run_name="fashion_mnist-GResNet-x", config=config))
+    row = report_merge._missing_record(SimpleNamespace(run_name="fashion_mnist-GResNet-x", config=config))
     assert (row["model"], row["variant"], row["status"], row["lr"]) == ("GResNet", "bottleneck/layer", "missing", 3e-4)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import run_records
 import summarize_runs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_diverged_runs_are_never_drawn(logs, tmp_path, monkeypatch):
 
 
 def test_fig1_grid_keeps_the_papers_lr_per_panel_and_names_the_rest(logs, capsys):
-    runs = summarize_runs.load_runs([logs])
+    runs = run_records.load_runs([logs])
     panels, left_out = summarize_runs.fig1_selection(runs, "cfm", "GFNN", 100)
     assert {panel: [run.name for run in chosen] for panel, chosen in panels.items() if chosen} == {
         ("sgd", 2): ["fig1-sgd-L2"], ("adam", 6): ["adam-L6-lr1e-3"]}
@@ -153,7 +154,7 @@ def test_fig1_grid_keeps_the_papers_lr_per_panel_and_names_the_rest(logs, capsys
 
 
 def test_best_lr_grid_draws_the_lr_training_chose(logs):
-    runs = summarize_runs.best_lr_runs(summarize_runs.load_runs([logs]))
+    runs = summarize_runs.best_lr_runs(run_records.load_runs([logs]))
     panels, left_out = summarize_runs.fig1_selection(runs, "cfm", "GFNN", 100, paper_lr=False)
     assert {panel: [run.name for run in chosen] for panel, chosen in panels.items() if chosen} == {
         ("sgd", 2): ["fig1-sgd-L2"], ("adam", 2): ["adam-L2-lr1e-3"], ("adam", 6): ["adam-L6-lr3e-3"]}
@@ -187,11 +188,11 @@ def test_depth_and_variant_come_from_the_model_config_with_a_fallback_for_old_fi
     rewrite_config(write_run(logs, "resnet-old", depth=6), model=old_model, block_num=4)  # root block_num
     rewrite_config(write_run(logs, "mlp-new", depth=2),
                    model={"name": "GFNN", "tag": "L2-w100", "depth": 2, "params": {"layer_num": 2}})
-    rows = {run.name: run.row() for run in summarize_runs.load_runs([logs])}
+    rows = {run.name: run.row() for run in run_records.load_runs([logs])}
     assert {name: (row["depth"], row["variant"]) for name, row in rows.items()} == {
         "resnet-new": (4, "bottleneck/layer"), "resnet-old": (4, "bottleneck/layer"), "mlp-new": (2, "")}
     rewrite_config(write_run(logs, "bad-depth"), model={"name": "GFNN", "depth": "six"})
-    assert "bad-depth" not in {run.name for run in summarize_runs.load_runs([logs])}
+    assert "bad-depth" not in {run.name for run in run_records.load_runs([logs])}
     assert "config.model.depth is str" in capsys.readouterr().err
 
 
@@ -209,7 +210,7 @@ def test_depth_panels_name_protocol_keys_only_where_their_titles_would_read_alik
         results["config"]["optimization"]["betas"] = [0.9, 0.999]
         results["config"]["schedule"] = {"gamma": 0.5}
         path.write_text(json.dumps(results))
-    ((data, panels),) = summarize_runs.depth_families(summarize_runs.load_runs([logs]))
+    ((data, panels),) = summarize_runs.depth_families(run_records.load_runs([logs]))
     assert data == "cfm"
     protocols = sorted((family[4], family[-1], [run.name for run in members]) for family, members in panels)
     # the optimizers' own parameters differ between adam and momentum, but the titles already differ

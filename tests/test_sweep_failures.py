@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reproduction_report import queue_statistics
+from queue_logs import queue_statistics
 from tests.child_processes import default_signals, running
 from tests.test_shell_hardening import STUB_PLAN
 

@@ -15,6 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 
+import campaign
+import queue_logs
+import report_figures
+import report_merge
+import report_tables
+import run_records
+import safe_output
 import reproduction_report as report
 import summarize_runs
 from tests.child_processes import main_outcome
@@ -136,10 +143,10 @@ def test_a_folder_at_an_output_name_or_a_file_as_the_output_folder_is_refused(tm
 
 def test_safe_names():
     for name in ("runs.csv", "depth_cm5k_best_lr.png", "depth_fashion_mnist.png", "a=b-c.d"):
-        assert summarize_runs.safe_name(name) == name
+        assert safe_output.safe_name(name) == name
     for name in ("", ".", "..", "../x", "/x", "a/b", "a\\b", "a\0b", "a\nb", ".x", "-x", "x" * 101, "\u00e9", "a b"):
-        with pytest.raises(summarize_runs.UnsafeOutput, match="is not a safe file name"):
-            summarize_runs.safe_name(name)
+        with pytest.raises(safe_output.UnsafeOutput, match="is not a safe file name"):
+            safe_output.safe_name(name)
 
 
 # ------------------------------------------------------------------- B. one line per bad file read
@@ -172,7 +179,7 @@ def test_special_files_named_results_json_are_never_opened_and_never_hang(tmp_pa
 
 
 BAD_FILES = {
-    "oversized": (b'{"pad": "' + b" " * summarize_runs.MAX_RESULTS_BYTES + b'"}',
+    "oversized": (b'{"pad": "' + b" " * run_records.MAX_RESULTS_BYTES + b'"}',
                   "larger than 8 MiB, the most read of such a file: not read"),
     "deeply nested": (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64 levels"),
     "invalid UTF-8": (b'{"run_name": "\xff"}', "not UTF-8 text (byte 0xff at offset 14)"),
@@ -247,7 +254,7 @@ def test_each_malformed_results_json_is_one_warning_line_and_the_others_are_tabl
     else:
         dotted, value, expected = BAD_FIELDS[case]
         edit(bad, _set(dotted, value))
-    runs = summarize_runs.load_runs([logs])
+    runs = run_records.load_runs([logs])
     assert [run.name for run in runs] == ["good"]
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"warning: skipping {bad}: {expected}"), line
@@ -258,7 +265,7 @@ def test_a_crafted_folder_name_cannot_forge_or_split_a_warning_line(tmp_path, ca
     folder = logs / "evil\nwarning: all runs are fine\x1b[2J"
     folder.mkdir(parents=True)
     (folder / "results.json").write_text("{")
-    assert summarize_runs.load_runs([logs]) == []
+    assert run_records.load_runs([logs]) == []
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"warning: skipping {logs}/evil\\nwarning: all runs are fine\\x1b[2J/results.json: not JSON")
 
@@ -273,7 +280,7 @@ def test_a_deep_folder_tree_and_a_folder_loop_are_walked_without_recursion(tmp_p
         os.mkdir(deep)
     try:
         write_run(Path(deep), "bottom")
-        assert sorted(run.name for run in summarize_runs.load_runs([logs])) == ["bottom", "top"]
+        assert sorted(run.name for run in run_records.load_runs([logs])) == ["bottom", "top"]
         assert capsys.readouterr().err == ""
     finally:
         remove_tree(logs / "d")
@@ -325,20 +332,20 @@ def test_values_from_files_are_escaped_in_runs_md_and_runs_csv(tmp_path, capsys)
 
 
 def test_the_escaping_functions():
-    cell = summarize_runs.csv_cell
+    cell = safe_output.csv_cell
     assert [cell(v) for v in ("=1+1", "+1x", "-1+2", "@x", "\tx", "\rx", "'x", "plain", "")] == \
         ["'=1+1", "'+1x", "'-1+2", "'@x", "'\tx", "'\rx", "''x", "plain", ""]
     assert [cell(v) for v in (-0.99, "-0.99", "+1e-3", "-inf", -7, None, float("nan"))] == \
         ["-0.99", "-0.99", "+1e-3", "-inf", "-7", "", "nan"]
-    escape = summarize_runs.markdown_escape
+    escape = safe_output.markdown_escape
     assert escape("a|b\n<script>&amp;`x`[l](u)\\") == "a\\|b &lt;script&gt;&amp;amp;\\`x\\`\\[l\\](u)\\\\"
     assert escape("a\0b\x1bc") == "a\ufffdb\ufffdc" and escape(None) == ""
-    code = summarize_runs.markdown_code
+    code = safe_output.markdown_code
     assert code("sh run.sh fig1") == "`sh run.sh fig1`"
     assert code("a`b") == "``a`b``" and code("`x") == "`` `x ``" and code("x|y", table=True) == "`x\\|y`"
     assert code("a\nb") == "`a b`"
     rows = [{"group": "fig1", "run": "'quoted", "commit": "=1+1", "machine": "\tx", "lr": -0.5, "status": "missing"}]
-    (back,) = report.read_rows(Path("runs.csv"), report._csv_text(report.RUN_COLUMNS, rows))
+    (back,) = report_tables.read_rows(Path("runs.csv"), report_tables._csv_text(report_tables.RUN_COLUMNS, rows))
     assert {key: back[key] for key in rows[0]} == rows[0]     # every escape is read back exactly
 
 
@@ -353,7 +360,7 @@ def job(name: str, depth: int) -> SimpleNamespace:
 def plan(monkeypatch):
     """A two-run campaign (composing the real one takes minutes)."""
     jobs = [("fig1", job("fig1-a", 2)), ("fig1", job("fig1-b", 6))]
-    monkeypatch.setattr(report, "campaign_jobs", lambda groups=None: jobs)
+    monkeypatch.setattr(report_merge, "campaign_jobs", lambda groups=None: jobs)
     return jobs
 
 
@@ -361,10 +368,10 @@ def report_folder(tmp_path: Path) -> Path:
     """A report whose two planned runs are missing (no profile, so no figure to draw)."""
     folder = tmp_path / "report"
     folder.mkdir()
-    rows = [{"group": "fig1", **report._missing_record(item)} for _, item in
+    rows = [{"group": "fig1", **report_merge._missing_record(item)} for _, item in
             [("fig1", job("fig1-a", 2)), ("fig1", job("fig1-b", 6))]]
-    (folder / "runs.csv").write_text(report._csv_text(report.RUN_COLUMNS, rows))
-    (folder / "profiles.csv").write_text(report._csv_text(report.PROFILE_COLUMNS, []))
+    (folder / "runs.csv").write_text(report_tables._csv_text(report_tables.RUN_COLUMNS, rows))
+    (folder / "profiles.csv").write_text(report_tables._csv_text(report_tables.PROFILE_COLUMNS, []))
     (folder / "context.json").write_text("{}\n")
     (folder / "README.md").write_text("previous report\n")
     return folder
@@ -384,7 +391,7 @@ def test_merge_skips_bad_runs_and_reanalyses_in_one_line_each_and_escapes_the_re
     assert stderr.splitlines() == [f'warning: skipping {bad}: config.lr is str "fast", expected a number',
                                    f"warning: skipping reanalysis {reanalysis}: nested deeper than 64 levels"]
     assert stdout.startswith("merged: 1 new runs, 0 already recorded")
-    rows = {row["run"]: row for row in report.read_rows(folder / "runs.csv")}
+    rows = {row["run"]: row for row in report_tables.read_rows(folder / "runs.csv")}
     assert rows["fig1-a"]["status"] == "completed" and rows["fig1-b"]["status"] == "missing"
     assert rows["fig1-a"]["commit"] == "=1+1" and ",'=1+1\n" in (folder / "runs.csv").read_text()
     readme = (folder / "README.md").read_text()
@@ -468,9 +475,9 @@ def test_each_bad_queue_log_is_one_warning_line_and_the_good_one_counts(tmp_path
     }
     (tmp_path / "folder.log").mkdir()
     bad[tmp_path / "folder.log"] = "a folder, not a regular file: not read"
-    monkeypatch.setattr(report, "MAX_QUEUE_LOG_BYTES", 200)
+    monkeypatch.setattr(queue_logs, "MAX_QUEUE_LOG_BYTES", 200)
     context = {}
-    report.add_queues(context, [good, *bad])
+    queue_logs.add_queues(context, [good, *bad])
     assert context["queues"] == [{"command": "sh run_experiments.sh fig1", "jobs": 1, "wall_seconds": 60.0,
                                   "peak_parallel_jobs": 1, "started": "2026-11-27 04:00:00"}]
     lines = capsys.readouterr().err.splitlines()
@@ -498,6 +505,6 @@ def test_report_files_that_are_named_pipes_never_hang(tmp_path):
 
 def test_the_committed_context_and_tables_pass_the_checks():
     committed = REPO_ROOT / "docs" / "reproduction"
-    assert report.context_problem(json.loads((committed / "context.json").read_text())) is None
-    assert report.read_epoch_costs(committed / "epoch_costs.csv")
-    report.check_rows(committed / "runs.csv", report.read_rows(committed / "runs.csv"))
+    assert report_tables.context_problem(json.loads((committed / "context.json").read_text())) is None
+    assert report_tables.read_epoch_costs(committed / "epoch_costs.csv")
+    report_tables.check_rows(committed / "runs.csv", report_tables.read_rows(committed / "runs.csv"))
