@@ -111,7 +111,7 @@ def run_name(cfg: DictConfig) -> str:
 # letters, digits and ._=+,- that starts with a letter or digit (no '/', no '..', nothing hidden),
 # at most 64 characters; a run name at most 160, so that a temporary beside any of its files
 # (.NAME.tmp-<owner>-<random>, atomic_io) fits the 255 bytes of a file name.
-# The same rule (longer) makes every other output name: summaries' figures (summarize_runs.safe_name).
+# The same rule (longer) makes every other output name: summaries' figures (safe_output.safe_name).
 NAME_KEYS = ("data.name", "model.name", "model.tag", "optimization.name", "training.name")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+,-]*", re.ASCII)
 MAX_RUN_NAME = 160

@@ -62,7 +62,7 @@ def _layer_points(layers) -> list[tuple[int, float]]:
 
 
 def record_of(run, fallback: dict) -> tuple[dict, list[tuple]]:
-    """(the run's row without its group, its profile rows) from a finished run (summarize_runs.Run)."""
+    """(the run's row without its group, its profile rows) from a finished run (run_records.Run)."""
     results, row = run.results, run.row()
     completed = row["status"] == "completed"
     fit = (run.fit or {}) if completed else {}

@@ -103,7 +103,7 @@ def _csv_rows(path: Path, text: str | None = None, limit: int = MAX_TABLE_BYTES)
         raise BadFile(path, f"not CSV ({printable(error)})") from None
 
 
-TABLE_REFUSAL = "not read"   # as summarize_runs.read_bytes says it: "PATH: a named pipe, not a regular file: not read"
+TABLE_REFUSAL = "not read"   # as run_records.read_bytes says it: "PATH: a named pipe, not a regular file: not read"
 
 
 def read_table_text(path: Path, limit: int = MAX_TABLE_BYTES) -> str:
@@ -373,7 +373,7 @@ def _same(first, second) -> bool:
 
 
 def report_output(out: Path, name: str) -> Path:
-    """summarize_runs.output_path for a file of the report folder, a symbolic link at the name refused
+    """safe_output.output_path for a file of the report folder, a symbolic link at the name refused
     in the report's own words (the report has no --out: the folder is its argument)."""
     path = Path(out).resolve() / name
     if os.path.islink(path):
