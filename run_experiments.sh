@@ -16,7 +16,8 @@
 # GPU ids that this machine does not have are refused (a dry run notes them and still shows the plan);
 # an id is an index or a UUID (letters, digits, - and /; a MIG id's / is _ in its queue's file names).
 # Without GPUs (or with GPUS="") the jobs run here, JOBS at a time (a positive integer; default: one per
-# CPU core), each with threads=1.
+# CPU core), each with threads=1, in JOBS warm worker processes (sweep_worker.py: torch imported once; each
+# job's line hands its job to a free worker, which resets the global state after it), the same runs.
 # Each job appends its output to <log_root>/jobs/<job name>.log (log_root defaults to logs/). A queue
 # prints a start and an exit line per job ([k/N], the time taken, the jobs done and the time left) and
 # ends with a summary (N finished, M failed, K not run, the logs of the failed jobs). A job the entry point
