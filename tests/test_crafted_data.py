@@ -28,7 +28,7 @@ import data
 from tests.test_data import fake_images, write_idx
 
 REPO_ROOT = Path(data.__file__).resolve().parent
-HEADROOM = 2 ** 30  # what a child may allocate beyond its address space after `import data`
+HEADROOM = 2 ** 30  # what a child may allocate beyond its address space after `import data, raw_formats`
 
 # ------------------------------------------------------------------------------------------ helpers
 CHILD = r"""
@@ -36,6 +36,7 @@ import json, logging, re, resource, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import data
+import raw_formats
 warnings = []
 class Collect(logging.Handler):
     def emit(self, record):
