@@ -125,11 +125,20 @@ def miss_evidence(setting: Setting, cell: LrCell, all_rows: list[dict], original
     network = {tuple(row[key] for key in SAME_NETWORK) for row in cell.rows}
     longer = LrCell(cell.setting, cell.lr, [row for row in all_rows if row["group"] == "longer"
                                             and tuple(row[key] for key in SAME_NETWORK) in network])
+    seeds = {row["seed"] for row in longer.rows}
+    same_seeds = LrCell(cell.setting, cell.lr, [row for row in cell.rows if row["seed"] in seeds])
+    partial = seeds < {row["seed"] for row in cell.rows}     # shape, original: seed 666 only at 1200 epochs
     text = ""
     if longer.finished:
-        text += (f" At {LONGER_EPOCHS} epochs: {longer.showing} of {len(longer.finished)} seeds show the law, "
-                 f"median r {_format(_median(longer.rs()), '.4f')}, median final loss "
-                 f"{_format(longer.median_loss(), '.3g')} (at 600: {_format(cell.median_loss(), '.3g')}).")
+        text += (f" At {LONGER_EPOCHS} epochs" + (f", seed{'s' if len(seeds) > 1 else ''} "
+                                                    f"{', '.join(map(str, sorted(seeds)))} only" if partial else "")
+                 + f": {longer.showing} of {len(longer.finished)} seeds show the law, median r "
+                 f"{_format(_median(longer.rs()), '.4f')}, median final loss {_format(longer.median_loss(), '.3g')} "
+                 f"(the same seeds at 600: {same_seeds.showing} of {len(same_seeds.rows)}, median r "
+                 f"{_format(_median(same_seeds.rs()), '.4f')}, median final loss "
+                 f"{_format(same_seeds.median_loss(), '.3g')}).")
+    if partial:    # too few seeds to judge the setting at 1200 epochs: not a cause
+        longer = LrCell(cell.setting, cell.lr, [])
     runs = {row["run"] for row in cell.rows}
     for record in (record for record in original if record["our_run"] in runs):
         text += (f" The original's code (seed 666): r {_format(record['pearson_r'], '.4f')}, final loss "

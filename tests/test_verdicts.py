@@ -241,6 +241,10 @@ def test_each_miss_says_why_it_misses_by_the_first_cause_measured():
         "other lr of the grid holds.")
     assert report_markdown.miss_evidence(alone, alone.by_loss, alone.by_loss.rows + longer_rows(1e-3, failing), []).endswith(
         "Why: not found: neither 1200 epochs nor any lr of the grid makes it hold.")
+    one_seed = report_markdown.miss_evidence(alone, alone.by_loss, alone.by_loss.rows + trained[:1], [])
+    assert one_seed.startswith(" At 1200 epochs, seed 666 only: 1 of 1 seeds show the law, median r -0.9990")
+    assert "(the same seeds at 600: 0 of 1, median r -0.9700" in one_seed     # one seed cannot judge the setting:
+    assert one_seed.endswith("Why: not found: no lr of the grid makes it hold.")   # not a cause
     edge = one_setting(DEPTH, [row(1e-3, s, r) for s, r in zip(SEEDS, [-0.999, -0.999, -0.999, -0.9885, -0.95])])
     assert report_markdown.miss_evidence(edge, edge.by_loss, edge.by_loss.rows, []) == \
         " Why: the margin: seeds within 0.003 of -0.99 decide it."
