@@ -246,9 +246,7 @@ class JobState:
             torch.cuda.set_rng_state_all(self.cuda_rng)
         random.setstate(self.python_rng)
         numpy.random.set_state(self.numpy_rng)
-        from train_models import use_deterministic_algorithms
-
-        use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
+        torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = self.cudnn
         torch.set_default_dtype(self.dtype)
         torch.set_grad_enabled(self.grad)
