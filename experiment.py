@@ -36,6 +36,7 @@ from config_utils import (REPO_ROOT, ConfigError, check_names, check_output_fold
 from data import (Dataset, balanced_subset, check_cache_folder, check_data, check_test_subset_of, class_counts_of,
                   input_shape_of, prepare_dataset)
 from run_records import BadFile, read_json
+from shared_training import shared_training
 from representation_analysis import (BN_MODES, DynamicsRecorder, bn_mode_label, features_and_accuracy,
                                      measure_profile, profile_and_fit)
 from train_models import (OPTIMIZER_STATES, TRAINING_SCHEMES, TrainResult, accuracy, build_model,
@@ -209,6 +210,7 @@ class Trained:
     outcome: TrainResult
     dynamics: dict | None
     curves: TrainingCurves
+    trained_in: str | None = None    # the run that trained these weights, when not this one (shared_training)
 
 
 @dataclass
@@ -345,7 +347,7 @@ def results_record(cfg: DictConfig, run_name: str, identity: str, trained: Train
             "final_train_loss": outcome.final_train_loss,
             "epochs_completed": outcome.epochs_completed, "diverged_epoch": outcome.diverged_epoch,
             "dynamics": trained.dynamics,
-            "history": trained.curves.record,
+            "history": trained.curves.record, **({"trained_in": trained.trained_in} if trained.trained_in else {}),
             "wall_seconds": sum(timings.values()), "timings": timings, "device": str(device),
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "numpy": numpy.__version__, "hydra": hydra.__version__},
@@ -426,9 +428,10 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: 
     log.info("training %s on %s (%d samples, input %s) on %s", cfg.model.name, run.dataset.name,
              run.dataset.train_x.shape[0], run.dataset.input_shape, run.device)
     measured = None
-    with logging_redirect_tqdm() if cfg.progress else contextlib.nullcontext():   # log lines above the bars
+    with (logging_redirect_tqdm() if cfg.progress else contextlib.nullcontext(),   # log lines above the bars
+          shared_training(cfg, run_dir) as twin):
         started = time.perf_counter()
-        trained = train_step(cfg, run, run_dir, description=progress_label(name))
+        trained = Trained(*twin.trained(run, cfg)) if twin else train_step(cfg, run, run_dir, progress_label(name))
         timings["train"] = time.perf_counter() - started
         if trained.outcome.diverged:
             log.warning("training diverged at epoch %d (mean loss %s): no measurement, fit or checkpoint",
@@ -439,7 +442,7 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: 
             timings["measure"] = time.perf_counter() - started
             log.info("fit: %s; accuracy train %.4f test %.4f", fit_summary(measured.fit),
                      measured.train_accuracy, measured.test_accuracy)
-    return write_step(cfg, run_dir, identity, run, trained, measured, timings, name)
+        return write_step(cfg, run_dir, identity, run, trained, measured, timings, name)
 
 
 # ---------------------------------------------------------------------------------------- one whole run
