@@ -221,7 +221,7 @@ def test_an_interrupted_real_job_leaves_no_partial_run(tmp_path):
     assert process.returncode == -signal.SIGTERM, stdout + stderr
     assert "] exit 143: [1/2] lr-lr=0.01 after " in stdout
     assert summary(stdout) == (0, 0, 1, 1, 2)
-    (run_dir,) = [path for path in logs.iterdir() if path.name != "jobs"]
+    (run_dir,) = [path for path in logs.iterdir() if path.name != "jobs" and not path.name.startswith(".")]  # not .training-locks
     assert not (run_dir / "results.json").exists()
     assert [path.name for path in tmp_path.rglob("*") if ".tmp" in path.name] == []
     assert sorted(path.suffix for path in (logs / "jobs").iterdir()) == [".jobs", ".log", ".log"]
