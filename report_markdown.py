@@ -122,9 +122,9 @@ def miss_evidence(setting: Setting, cell: LrCell, all_rows: list[dict], original
     """What the longer runs and the original's code say of a failing cell (' At 1200 epochs: ...',
     ' The original's code (seed 666): r ...', each when the tables have it), then why it misses
     (verdicts.miss_cause)."""
-    network = {tuple(row[key] for key in SAME_NETWORK) for row in cell.rows}
+    network = {tuple(row.get(key) for key in SAME_NETWORK) for row in cell.rows}
     longer = LrCell(cell.setting, cell.lr, [row for row in all_rows if row["group"] == "longer"
-                                            and tuple(row[key] for key in SAME_NETWORK) in network])
+                                            and tuple(row.get(key) for key in SAME_NETWORK) in network])
     seeds = {row["seed"] for row in longer.rows}
     same_seeds = LrCell(cell.setting, cell.lr, [row for row in cell.rows if row["seed"] in seeds])
     partial = seeds < {row["seed"] for row in cell.rows}     # shape, original: seed 666 only at 1200 epochs

@@ -27,9 +27,10 @@ from pathlib import Path
 from atomic_io import atomic_path, folder_lock
 from campaign import GROUPS, campaign_jobs
 from config_utils import EXECUTION_KEYS, LABEL_MODEL_KEYS, LOOKUP_KEY, MODEL_SHAPE_KEYS
-from report_tables import (COMPARED, PAPER_MODE, PROFILE_COLUMNS, RERUN_COLUMNS, RERUN_NUMBERS, RUN_COLUMNS,
-                           _csv_text, _number, _same, check_tables, profile_problem, read_profiles, read_reruns,
-                           read_tables, report_output, Tables, value_problem)
+from report_tables import (COMPARED, ORIGINAL_CODE_COLUMNS, PAPER_MODE, PROFILE_COLUMNS, RERUN_COLUMNS,
+                           RERUN_NUMBERS, RUN_COLUMNS, _csv_text, _number, _same, check_tables, profile_problem,
+                           read_original_code, read_profiles, read_reruns, read_tables, report_output, Tables,
+                           value_problem)
 from run_records import MAX_LAYERS, BadFile, load_runs, printable, read_results, Run, warn
 from safe_output import output_folder
 from verdicts import FINISHED
@@ -203,7 +204,7 @@ class MergeOutcome:
     copies: list = field(default_factory=list)        # (run, paths): copies of a new run that differ: none recorded
     unplanned: int = 0         # finished rows the campaign no longer plans: kept
     retired: int = 0           # ... removed, with their profiles (retire_unplanned)
-    retired_reruns: int = 0    # ... and their reruns (reruns.csv)
+    retired_reruns: int = 0    # ... and their reruns (reruns.csv) and original-code records (original_code.csv)
     dropped_missing: int = 0   # rows of runs not finished that the campaign no longer plans
     restored: int = 0          # completed rows that had no profile (an interrupted merge): profile added
     orphans: int = 0           # runs whose profile points no row supports (an interrupted merge): dropped
@@ -219,7 +220,7 @@ class MergeOutcome:
                          f"points of {self.orphans} runs without a row dropped")
         if self.retired:
             lines.append(f"retired: {self.retired} finished rows the campaign no longer plans, and their profiles "
-                         f"(--retire-unplanned)" + (f" and {self.retired_reruns} reruns" if self.retired_reruns else ""))
+                         f"(--retire-unplanned)" + (f" and {self.retired_reruns} reruns or original-code records" if self.retired_reruns else ""))
         if self.dropped_missing:
             lines.append(f"dropped: {self.dropped_missing} rows of runs not finished that the campaign no longer plans")
         lines += [f"warning: {name}: {text}" for name, text in (self.conflicting or []) + (self.replaced_differing or [])]
@@ -410,16 +411,25 @@ def merge_tables(out: Path, log_paths: list[Path], fallback: dict | None = None,
         outcome.retired_reruns = len(reruns) - len(kept)
         if outcome.retired_reruns:
             tables["reruns.csv"] = _csv_text(RERUN_COLUMNS, kept)
+    if retired and (records := read_original_code(out, before.rows)):    # ... and its original-code record
+        kept = [record for record in records if (record["group"], record["our_run"]) not in retired]
+        outcome.retired_reruns += len(records) - len(kept)
+        if len(kept) < len(records):
+            tables["original_code.csv"] = _csv_text(ORIGINAL_CODE_COLUMNS, kept)
     return outcome, tables
 
 
+DEPENDENT_TABLES = ("reruns.csv", "original_code.csv")   # tables whose records name rows of runs.csv
+
+
 def write_tables(out: Path, tables: dict[str, str]) -> list[Path]:
-    """Write the new runs.csv and profiles.csv (and reruns.csv, when given) together: every name checked
-    (output_path) and every temporary written and synced before any replaces its file, then reruns.csv
-    and profiles.csv first. So no full disk leaves one table new and the other old, and a crash between
+    """Write the new runs.csv and profiles.csv (and the DEPENDENT_TABLES, when given) together: every name
+    checked (output_path) and every temporary written and synced before any replaces its file, the
+    dependent tables and profiles.csv first. So no full disk leaves one table new and the other old, and a crash between
     the renames leaves profile points no row supports yet, which the rebuild refuses and a re-merge
     repairs -- never a completed row without its profile."""
-    paths = {name: report_output(out, name) for name in ("reruns.csv", "profiles.csv", "runs.csv") if name in tables}
+    paths = {name: report_output(out, name) for name in (*DEPENDENT_TABLES, "profiles.csv", "runs.csv")
+             if name in tables}
     with contextlib.ExitStack() as stack:
         temporaries = {name: stack.enter_context(atomic_path(path)) for name, path in reversed(paths.items())}
         for name, temporary in temporaries.items():
@@ -427,7 +437,7 @@ def write_tables(out: Path, tables: dict[str, str]) -> list[Path]:
                 handle.write(tables[name])
                 handle.flush()
                 os.fsync(handle.fileno())
-    return [Path(out) / name for name in ("runs.csv", "profiles.csv", "reruns.csv") if name in paths]
+    return [Path(out) / name for name in ("runs.csv", "profiles.csv", *DEPENDENT_TABLES) if name in paths]
 
 
 def record_reruns(out: Path, rerun_logs: list[Path]) -> tuple[str, list[str]]:

@@ -49,10 +49,10 @@ class SeededImages:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000, help="images measured (default 1000)")
+    parser.add_argument("--batch-size", type=int, default=25, help="images per forward batch (default 25)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     torch.manual_seed(0)

@@ -126,10 +126,12 @@ def checkout_commit(checkout: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkout", type=Path, help="a checkout of HornHehhf/Equi-Separation")
-    parser.add_argument("--report", type=Path, default=REPO_ROOT / "docs" / "reproduction")
-    parser.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST_DIR)
+    parser.add_argument("--report", type=Path, default=REPO_ROOT / "docs" / "reproduction",
+                        help="the report folder: its tables give the settings; original_code.csv is written there")
+    parser.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST_DIR,
+                        help="the folder of the four gzipped Fashion-MNIST files (default: the OS package's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each original process")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--dry-run", action="store_true", help="print the settings and commands only")

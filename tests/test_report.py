@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import campaign
+import campaign as planned
 import queue_logs
 import report_figures
 import report_markdown
@@ -25,8 +25,8 @@ from sweep_jobs import main as sweep_jobs_main
 pytestmark = pytest.mark.xdist_group("report")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIG1 = campaign.Group("fig1", "claim fig1", setting=("optimizer", "depth"), panels="optimizer")
-LINEARIZED = campaign.Group("linearized", "claim linearized", setting=("model",), expect="fails", lines="lr")
+FIG1 = planned.Group("fig1", "claim fig1", setting=("optimizer", "depth"), panels="optimizer")
+LINEARIZED = planned.Group("linearized", "claim linearized", setting=("model",), expect="fails", lines="lr")
 GROUPS = (FIG1, LINEARIZED)
 STRAIGHT = [30.0 / 3 ** i for i in range(20)]
 STRAIGHT_2 = [30.0, 10.0]      # a two-point profile: r = -1 by construction
@@ -76,7 +76,7 @@ def write_results(logs: Path, job, *, d_values=None, status="completed", loss=0.
 
 @pytest.fixture(scope="module")
 def campaign():
-    return campaign.campaign_jobs(GROUPS)
+    return planned.campaign_jobs(GROUPS)
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ def test_committed_report_is_what_its_tables_give():
         if series:
             assert report_figures.png_description(committed / f"{name}.png") == "data sha256 " + report_figures.series_digest(series)
     rows = report_tables.read_rows(committed / "runs.csv")
-    assert {row["group"] for row in rows} == {group.name for group in campaign.GROUPS}
+    assert {row["group"] for row in rows} == {group.name for group in planned.GROUPS}
     assert (committed / "runs.csv").stat().st_size + (committed / "profiles.csv").stat().st_size < 20e6
 
 
@@ -260,7 +260,7 @@ def test_an_lr_run_at_more_seeds_is_picked_over_the_seeds_every_lr_ran_at():
     """width/shape: every lr at seed 666, seeds 1-4 at seed 666's lr only. Over all its seeds lr 3e-4
     has the higher median loss (0.0009 against 0.0008), but at seed 666, the seed both ran at, it is the
     lower: it stays picked, and it is judged over its five seeds."""
-    shape = campaign.Group("shape", "claim", setting=("model",))
+    shape = planned.Group("shape", "claim", setting=("model",))
     rows = [seed_row(3e-4, 666, 0.0006, accuracy=0.70)]
     rows += [seed_row(3e-4, seed, 0.0009, r=-0.98) for seed in (1, 2, 3, 4)]
     rows += [seed_row(1e-3, 666, 0.0008, accuracy=0.75)]
