@@ -313,6 +313,8 @@ def miss_cause(setting: Setting, cell: LrCell, longer: LrCell, longer_epochs: in
         why = f"training length: it holds at {longer_epochs} epochs"
     elif largest is not None and largest.lr != cell.lr:
         why = f"the lr: it holds at the {'smaller' if largest.lr < cell.lr else 'larger'} lr {largest.lr:g}"
+        if len(largest.rows) < len(cell.rows):    # width, shape: the other lrs ran at seed 666 only
+            why += f" (run at {len(largest.rows)} of the {len(cell.rows)} seeds)"
     elif longer_verdict == "does not hold" and longer.showing > cell.showing:
         return (f"partly training length: at {longer_epochs} epochs more seeds show the law ({longer.showing} "
                 f"against {cell.showing}), not enough, and no other lr of the grid holds")
