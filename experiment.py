@@ -448,7 +448,7 @@ def train_measure_write(cfg: DictConfig, run_dir: Path, identity: str, timings: 
 # ---------------------------------------------------------------------------------------- one whole run
 def finished_results(run_dir: Path, identity: str) -> Path | None:
     """results.json of an earlier run of the configuration whose identity_hash is `identity` that
-    finished (completed or diverged), or None. It is read by summarize_runs.read_json (a regular file of
+    finished (completed or diverged), or None. It is read by run_records.read_json (a regular file of
     at most MAX_RESULTS_BYTES, JSON nested at most MAX_JSON_DEPTH deep: a named pipe, a link to a device
     or a flood is never read); anything it refuses, anything but a JSON object, or a run of another
     configuration does not count."""

@@ -446,7 +446,7 @@ def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = Fa
 
 def recorded_runs(report: Path) -> set[str]:
     """The finished runs of a report folder (a path to its runs.csv names its folder), read by the
-    report's one checked reader (reproduction_report.recorded_runs: regular files only, size bounds,
+    report's one checked reader (report_tables.recorded_runs: regular files only, size bounds,
     strict CSV, runs.csv and profiles.csv checked together); a table it refuses is refused here too."""
     from report_tables import recorded_runs as report_recorded_runs
     from run_records import BadFile

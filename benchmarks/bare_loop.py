@@ -9,6 +9,7 @@ tensors: no Hydra composition, no run machinery. bench_process.py and bench_swee
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -75,11 +76,14 @@ def main(argv: list[str]) -> None:
     """A whole bare process: the settings (one, or a list: trained one after another) with the cached
     tensors are prepared by the caller and passed as one torch file (bench_process.py and bench_sweep.py
     write it), so that this process imports torch and models only. Prints each training's seconds."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", type=Path, help="the torch file of settings and tensors the caller wrote")
+    settings_path = parser.parse_args(argv).settings
     sys.path.insert(0, str(REPO_ROOT))
     import cpu_kernels  # noqa: F401  (the entry scripts' CPU kernels)
     import torch
 
-    settings = torch.load(argv[0], weights_only=False)
+    settings = torch.load(settings_path, weights_only=True)    # plain values and tensors: nothing unpickled
     for one in settings if isinstance(settings, list) else [settings]:
         print(f"bare training: {bare_run(one):.3f} s", flush=True)
 

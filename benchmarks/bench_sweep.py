@@ -80,9 +80,9 @@ def bare(settings: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=100, help="epochs of each fig1 job (default 100)")
     parser.add_argument("--before", type=Path, metavar="CHECKOUT", help="also sweep with this checkout's code")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="times each side is run (default 1)")
     args = parser.parse_args()
     variants = {"after": REPO_ROOT, **({"before": args.before} if args.before else {})}
     rows = {name: [] for name in [*variants, "bare"]}
