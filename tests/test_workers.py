@@ -51,7 +51,7 @@ def run_job(overrides, root: Path, log: Path, env: dict) -> int:
                f"figures_dir={root}/figures", *probe(root / "probe.jsonl")]
     with open(log, "ab") as output:
         return subprocess.run(command, cwd=root, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env=env, timeout=300).returncode
+                              env=env, timeout=300, preexec_fn=default_signals).returncode
 
 
 def numbers(results_path: Path) -> dict:
@@ -162,7 +162,8 @@ def test_a_hydra_multirun_starts_each_job_afresh(own_processes, tmp_path):
     root = tmp_path
     completed = subprocess.run([sys.executable, str(ENTRY), "-m", *TINY, "model=GFNN,GLNN", "optimization=adam,sgd",
                                 f"log_root={root}/logs", f"figures_dir={root}/figures", *probe(root / "probe.jsonl")],
-                               cwd=root, capture_output=True, text=True, env=environment(), timeout=300)
+                               cwd=root, capture_output=True, text=True, env=environment(), timeout=300,
+                               preexec_fn=default_signals)
     assert completed.returncode == 0, completed.stderr[-3000:]
     started = probes(root)
     assert len(started) == 4 and len({entry["pid"] for entry in started}) == 1
