@@ -161,11 +161,6 @@ def atomic_torch_save(obj, path: Path | str) -> Path:
     return atomic_write(path, lambda temporary: torch.save(obj, temporary))
 
 
-def atomic_savefig(figure, path: Path | str, **kwargs) -> Path:
-    suffix = Path(path).suffix.lstrip(".") or "png"
-    return atomic_write(path, lambda temporary: figure.savefig(temporary, format=suffix, **kwargs))
-
-
 class NotRegularFile(OSError):
     """A name taken by a symbolic link, named pipe, device or folder where a regular file is read or
     locked; str() is one line: 'PATH: KIND, not a regular file: WHY'."""

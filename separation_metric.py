@@ -23,7 +23,7 @@ except ImportError as error:  # the optional extra
     raise ImportError("separation_metric needs torchmetrics: pip install 'equi-separation[metrics]' "
                       "(or pip install torchmetrics)") from error
 
-from variance_analysis import MEASURES, add_to_sums, check_class_indices, statistics_from_sums
+from variance_analysis import MEASURES, add_to_sums, checked_batch, statistics_from_sums
 
 
 class SeparationFuzziness(Metric):
@@ -51,17 +51,12 @@ class SeparationFuzziness(Metric):
         self.add_state("gram", torch.zeros(num_features, num_features, **float64), dist_reduce_fx="sum")
 
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        check_class_indices(labels, self.num_classes)
-        if labels.shape[0] != features.shape[0]:
-            raise ValueError(f"labels: {labels.shape[0]} for {features.shape[0]} samples; allowed: one label "
-                             "per sample")
-        x = features.reshape(features.shape[0], -1).to(torch.float64)  # [B, d]
+        x, labels = checked_batch(features, labels, self.num_classes)
         if x.shape[1] != self.num_features:
             raise ValueError(f"features: {x.shape[1]} values per sample; allowed: num_features={self.num_features}")
         if not bool(x.isfinite().all()):
             raise ValueError("features: NaN or infinite values; allowed: finite features")
-        add_to_sums(self.counts, self.sums, self.sq_norms, self.gram, x - self.shift,
-                    labels.to(x.device, torch.long))
+        add_to_sums(self.counts, self.sums, self.sq_norms, self.gram, x - self.shift, labels)
 
     def compute(self) -> torch.Tensor:
         if int((self.counts > 0).sum()) < 2:

@@ -130,6 +130,18 @@ def check_class_indices(labels, num_classes: int | None = None) -> None:
                              f"0..{num_classes - 1} (or a larger num_classes)")
 
 
+def checked_batch(features: torch.Tensor, labels: torch.Tensor,
+                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features as float64 [B, d], labels as long on their device) of a batch to add to class sums;
+    TypeError or ValueError for labels that are no class indices (check_class_indices) or not one per sample."""
+    check_class_indices(labels, num_classes)
+    if labels.shape[0] != features.shape[0]:
+        raise ValueError(f"labels: {labels.shape[0]} for {features.shape[0]} samples; allowed: one label "
+                         "per sample")
+    x = features.reshape(features.shape[0], -1).to(torch.float64)  # [B, d]
+    return x, labels.to(x.device, torch.long)
+
+
 class StreamingClassStatistics:
     """Class statistics accumulated batch by batch in O(K d + d^2) memory, independent of N.
 
@@ -148,13 +160,8 @@ class StreamingClassStatistics:
 
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a batch: features [B, ...] and labels [B] of class indices 0..num_classes-1
-        (check_class_indices: TypeError or ValueError otherwise)."""
-        check_class_indices(labels, self.num_classes)
-        if labels.shape[0] != features.shape[0]:
-            raise ValueError(f"labels: {labels.shape[0]} for {features.shape[0]} samples; allowed: one label "
-                             "per sample")
-        x = features.reshape(features.shape[0], -1).to(torch.float64)  # [B, d]
-        labels = labels.to(x.device, torch.long)
+        (checked_batch: TypeError or ValueError otherwise)."""
+        x, labels = checked_batch(features, labels, self.num_classes)
         if self.shift is None:
             dim, options = x.shape[1], {"dtype": torch.float64, "device": x.device}
             self.shift = x.mean(dim=0)
@@ -212,17 +219,9 @@ class TwoPassClassStatistics:
         self.basis = None                         # [d, r]
         self.scatter_counts = self.deviation_sums = self.sq_dev = self.projected = None  # pass 2
 
-    def _batch(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_class_indices(labels, self.num_classes)
-        if labels.shape[0] != features.shape[0]:
-            raise ValueError(f"labels: {labels.shape[0]} for {features.shape[0]} samples; allowed: one label "
-                             "per sample")
-        x = features.reshape(features.shape[0], -1).to(torch.float64)  # [B, d]
-        return x, labels.to(x.device, torch.long)
-
     def add_to_means(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Pass 1: features [B, ...] with class indices labels [B]."""
-        x, labels = self._batch(features, labels)
+        x, labels = checked_batch(features, labels, self.num_classes)
         if self.counts is None:
             options = {"dtype": torch.float64, "device": x.device}
             self.counts = torch.zeros(self.num_classes, **options)
@@ -248,7 +247,7 @@ class TwoPassClassStatistics:
 
     def add_to_scatter(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Pass 2: the same samples as pass 1, in any order and batching."""
-        x, labels = self._batch(features, labels)
+        x, labels = checked_batch(features, labels, self.num_classes)
         deviations = self.sums[labels].sub_(x).neg_()  # [B, d] x - m_y, in the gathered copy (x may be the caller's)
         del x
         coordinates = deviations @ self.basis  # [B, r]
