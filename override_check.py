@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 import itertools
 import sys
@@ -97,7 +98,7 @@ class _Checker:
 
         self.loader, self.config_name, self.multirun, self.program = loader, config_name, multirun, program
         self.parser = OverridesParser.create(loader)
-        self.composed: dict[tuple[str, ...], dict | None] = {}
+        _forget_composed_if_conf_changed()
 
     # --------------------------------------------------------------------------------------- parsing
     def problem(self, typed: list[str]) -> str | None:
@@ -115,13 +116,15 @@ class _Checker:
         keys = [(text, o) for text, o in parsed if not self._is_group(o.key_or_group)
                 and not _is_hydra_key(o.key_or_group)]
         for text, override in groups:
-            if (problem := self._group_problem(text, override)) is not None:
+            if (problem := self._group_value_problem(text, override)) is not None:
                 return problem
-        if not keys:
+        if not keys and not groups:
             return None
         combinations = self._group_combinations([o for _, o in groups if _values(o)])
-        if self._compose(combinations[0]) is None:   # a group choice that does not compose: Hydra says why
-            return None
+        if self._compose(combinations[0]) is None:
+            # Hydra composes no config where a group override of the defaults list lacks its + (or one
+            # not in it has one): said here in one line; any other failure Hydra reports itself
+            return next(filter(None, (self._group_type_problem(t, o) for t, o in groups)), None)
         for text, override in keys:
             if (problem := self._key_problem(text, override, combinations)) is not None:
                 return problem
@@ -131,18 +134,24 @@ class _Checker:
         return self.loader.repository.group_exists(key)
 
     # ---------------------------------------------------------------------------------------- groups
-    def _group_problem(self, text: str, override) -> str | None:
-        from hydra.core.override_parser.types import OverrideType
-
+    def _group_value_problem(self, text: str, override) -> str | None:
+        """A value of a group override that is no config of the group."""
         group = override.key_or_group
         options = self.loader.get_group_options(group)
-        if not (values := _values(override)):   # glob(...) or another sweep Hydra expands itself
-            return None
-        for value in values:
+        for value in _values(override):   # none for glob(...) or another sweep Hydra expands itself
             if value is None or value in options:
                 continue
             return (f"{_as_typed(text, override, value)}: no {group} config of that name"
                     f"{_did_you_mean(value, options)}; allowed: {', '.join(options)}")
+        return None
+
+    def _group_type_problem(self, text: str, override) -> str | None:
+        """A group override of the defaults list without its +, or one not in it with a +."""
+        from hydra.core.override_parser.types import OverrideType
+
+        if not (values := _values(override)):
+            return None
+        group = override.key_or_group
         in_defaults = group in self._defaults_groups()
         value = values[0]
         if override.type == OverrideType.CHANGE and not in_defaults and override.value_type is not None:
@@ -184,26 +193,34 @@ class _Checker:
                 if (composed := self._compose(job)) is not None:
                     yield job, composed
 
+    @functools.cached_property
+    def _primary_keys(self) -> set[str]:
+        """The top-level keys of the primary config file itself (its defaults list not applied)."""
+        loaded = self.loader.repository.load_config(self.config_name)
+        return set(loaded.config.keys()) if loaded is not None and loaded.config is not None else set()
+
     def _compose(self, overrides: tuple[str, ...]) -> dict | None:
-        """The config composed with `overrides`, unresolved, as plain containers; None if it fails."""
-        if overrides not in self.composed:
+        """The config composed with `overrides`, unresolved, as plain containers; None if it fails.
+        Kept for the next check in this process (a warm worker's next job) while conf/ stays as it is."""
+        key = (self.config_name, overrides)
+        if key not in _COMPOSED:
             from hydra import compose
 
             try:
                 config = compose(self.config_name, overrides=list(overrides), return_hydra_config=True)
-                self.composed[overrides] = OmegaConf.to_container(config, resolve=False)
+                _COMPOSED[key] = OmegaConf.to_container(config, resolve=False)
             except Exception:  # noqa: BLE001  (any composition failure: Hydra reports it itself)
-                self.composed[overrides] = None
-        return self.composed[overrides]
+                _COMPOSED[key] = None
+        return _COMPOSED[key]
 
     def _key_problem(self, text: str, override, combinations: list[tuple[str, ...]]) -> str | None:
         from hydra.core.override_parser.types import OverrideType
 
         key = override.key_or_group
         first = (combinations[0], self._compose(combinations[0]))
-        # A key under no group (epochs, analysis.pca_dim) that the config has without presets is in every job.
+        # A key under no group (epochs, analysis.pca_dim) that the primary config file has is in every job.
         top = key.split(".")[0]
-        everywhere = _has_key(self._compose(()) or {}, top) and not self._is_group(top)
+        everywhere = not self._is_group(top) and top in self._primary_keys
         bases = [first] if everywhere and _has_key(first[1], key) else self._bases(combinations)
         lacking = next(((c, config) for c, config in bases if not _has_key(config, key)), None)
         if lacking is None:
@@ -238,6 +255,28 @@ class _Checker:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+# Configs the checks composed in this process, by (config name, group overrides); only what the files of
+# conf/ say goes into them (key presence and group choices), so they hold while those files are unchanged.
+_COMPOSED: dict[tuple[str, tuple[str, ...]], dict | None] = {}
+_COMPOSED_FROM: list = [None]   # the state of conf/ they were composed from
+
+
+def _conf_state() -> tuple:
+    """Every file under conf/ with its size and modification time."""
+    files = []
+    for path in sorted(CONF_DIR.rglob("*")):
+        with contextlib.suppress(OSError):
+            status = path.stat()
+            files.append((str(path), status.st_size, status.st_mtime_ns))
+    return tuple(files)
+
+
+def _forget_composed_if_conf_changed() -> None:
+    if (state := _conf_state()) != _COMPOSED_FROM[0]:
+        _COMPOSED.clear()
+        _COMPOSED_FROM[0] = state
+
+
 def _is_hydra_key(key: str) -> bool:
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 

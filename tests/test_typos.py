@@ -118,6 +118,34 @@ def test_commands_that_are_right_pass(overrides, config_name, multirun):
     assert override_problem(overrides, config_name, multirun) is None
 
 
+def test_a_warm_process_checks_again_without_composing_until_conf_changes(tmp_path, monkeypatch):
+    """A warm worker's next job: the configs the check composed are kept (no composition), and a changed
+    file of conf/ is read again (a key added to a model config is then known)."""
+    import shutil
+
+    import hydra
+
+    import override_check
+
+    conf = tmp_path / "conf"
+    shutil.copytree(override_check.CONF_DIR, conf)
+    monkeypatch.setattr(override_check, "CONF_DIR", conf)
+    composed = []
+    real_compose = hydra.compose
+    monkeypatch.setattr(hydra, "compose", lambda *a, **k: composed.append(k["overrides"]) or real_compose(*a, **k))
+    command = ["data=cfm", "model=GFNN", "layer_num=6", "model.params.extra_width=3"]
+    assert override_problem(command).startswith("model.params.extra_width=3: unknown key")
+    assert composed[0] == ["data=cfm", "model=GFNN"]   # then the other models, to say which has the key
+    checked_once = len(composed)
+    assert override_problem(command).startswith("model.params.extra_width=3: unknown key")
+    assert override_problem(command[:3]) is None
+    assert len(composed) == checked_once
+    model = conf / "model" / "GFNN.yaml"
+    model.write_text(model.read_text() + "  extra_width: 1\n")
+    assert override_problem(command) is None
+    assert composed[checked_once:] == [["data=cfm", "model=GFNN"]]
+
+
 # ------------------------------------------------------------------------- without the dependencies
 # -S: without site-packages (where make install puts them), -E: whatever PYTHONPATH says.
 ENTRY_SCRIPTS = ["representation_dynamics_terminal.py", "data.py", "imbalanced_data.py", "summarize_runs.py",
