@@ -459,6 +459,22 @@ def _not_run(context: dict) -> list[str]:
     return lines + [""]
 
 
+def _shared_training(unique: dict[str, dict]) -> list[str]:
+    """The line on runs that measured a network another run trained (trained_in): their run time, and what
+    training them again would have taken (their twins' run time), where the twins are in the tables."""
+    shared = [row for row in unique.values() if row.get("trained_in")]
+    if not shared:
+        return []
+    twins = [(row, unique.get(row["trained_in"])) for row in shared]
+    took = sum(row["wall_seconds"] or 0.0 for row in shared) / 3600
+    again = sum(twin["wall_seconds"] or 0.0 for _, twin in twins if twin) / 3600
+    known = sum(twin is not None for _, twin in twins)
+    return [f"- Training shared: {len(shared)} runs measured the network that a run of the same config but what "
+            f"is measured trained (shared_training.py, column trained_in); they took {took:.2f} h, where "
+            f"training them again would have taken about {again:.2f} h (their {known} twins' run time), "
+            f"{again - took:.2f} h saved."]
+
+
 def _machines(rows: list[dict], context: dict) -> list[str]:
     unique = {row["run"]: row for row in rows if row["status"] in FINISHED}
     lines = ["## Machines and compute", "", "| machine | CPU kernels | device | torch | commits | runs | run time |",
@@ -474,6 +490,7 @@ def _machines(rows: list[dict], context: dict) -> list[str]:
                      f"{', '.join(_escape(c) for c in commits)} | {len(members)} | {hours:.2f} h |")
     total = sum(row["wall_seconds"] or 0.0 for row in unique.values()) / 3600
     lines += ["", f"- Compute: {len(unique)} runs, {total:.2f} h of run time in all (each run on one thread)."]
+    lines += _shared_training(unique)
     for queue in context.get("queues", []):
         lines.append(f"- Sweep {markdown_code(queue['command'])} (started {_escape(queue.get('started') or '?')}): "
                      f"{queue['jobs']} jobs, at most {queue['peak_parallel_jobs']} at once, "

@@ -83,7 +83,8 @@ def record_of(run, fallback: dict) -> tuple[dict, list[tuple]]:
                    "machine": machine.get("cpu") or fallback.get("machine"),
                    "cpu_kernels": machine.get("cpu_kernels") or fallback.get("cpu_kernels"),
                    "device": results.get("device"), "torch": versions.get("torch"),
-                   "commit": results.get("commit") or fallback.get("commit")})
+                   "commit": results.get("commit") or fallback.get("commit"),
+                   "trained_in": results.get("trained_in")})
     record = {key: (re.sub(r"[\r\n]+", " ", value) if isinstance(value, str) else value)
               for key, value in record.items()}   # the tables hold no line break (strict_csv)
     profiles = [(run.name, "train", PAPER_MODE, point, value) for point, value in _layer_points(run.layers)]

@@ -38,12 +38,14 @@ RUN_COLUMNS = ("group", "run", "data", "model", "variant", "depth", "width", "op
                "seed", "status", "pearson_r", "rho", "r2", "points", "D_first", "D_last_layer", "train_accuracy",
                "test_accuracy", "final_train_loss", "wall_seconds", "eval_pearson_r", "eval_rho",
                "test_pearson_r", "test_rho", "test_split", "machine", "cpu_kernels", "device", "torch",
-               "commit")
+               "commit", "trained_in")
 # D_first and D_last_layer: the D of the first and of the last measured layer, whether or not the fit could
-# use it (a D of 0 or not finite is left out of the fit: nobn's last layer has D 0.0). Tables written before
-# the column was named for what it is call it D_last (LEGACY_RUN_COLUMNS): they are read, and rewritten by a
-# merge, under the new name.
-LEGACY_RUN_COLUMNS = tuple("D_last" if key == "D_last_layer" else key for key in RUN_COLUMNS)
+# use it (a D of 0 or not finite is left out of the fit: nobn's last layer has D 0.0). trained_in: the run
+# whose trained network this run measured (shared_training.py; empty: it trained its own), so its
+# wall_seconds is set-up and measuring only. Tables written before either column (LEGACY_RUN_COLUMNS: the
+# last column named D_last, or no trained_in) are read, and rewritten by a merge, as RUN_COLUMNS.
+LEGACY_RUN_COLUMNS = (RUN_COLUMNS[:-1],
+                      tuple("D_last" if key == "D_last_layer" else key for key in RUN_COLUMNS[:-1]))
 INTEGER = {"depth", "width", "epochs", "seed", "points"}
 NUMERIC = INTEGER | {"lr", "pearson_r", "rho", "r2", "D_first", "D_last_layer", "train_accuracy", "test_accuracy",
                      "final_train_loss", "wall_seconds", "eval_pearson_r", "eval_rho", "test_pearson_r",
@@ -128,12 +130,13 @@ def read_table_text(path: Path, limit: int = MAX_TABLE_BYTES) -> str:
         raise BadFile(path, f"not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})") from None
 
 
-def strict_csv(path: Path, text: str, columns: tuple[str, ...], legacy: tuple[str, ...] = ()) -> list[dict]:
+def strict_csv(path: Path, text: str, columns: tuple[str, ...], legacy: tuple[tuple[str, ...], ...] = ()
+               ) -> list[dict]:
     """The rows of a report table's `text` as dicts of strings. Strict: the header is exactly `columns`,
     every row has exactly their number of fields, no field holds a line break (the tables' writer puts
     none there, so the rows an unclosed quote swallows are caught), and the text ends with a line end
-    (a cut table); BadFile naming the line otherwise. A header `legacy` (the same columns under former
-    names) is read as `columns`."""
+    (a cut table); BadFile naming the line otherwise. A header of `legacy` (the first columns of `columns`,
+    some under former names) is read as `columns`, the columns it lacks empty."""
     try:
         reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         lines = [(reader.line_num, fields) for fields in reader]
@@ -141,19 +144,20 @@ def strict_csv(path: Path, text: str, columns: tuple[str, ...], legacy: tuple[st
         raise BadFile(path, f"not CSV ({printable(error)}) at line {reader.line_num}") from None
     if not lines:
         raise BadFile(path, "empty: expected the header " + ",".join(columns))
-    if tuple(lines[0][1]) != columns and not (legacy and tuple(lines[0][1]) == legacy):
+    if tuple(lines[0][1]) != columns and tuple(lines[0][1]) not in legacy:
         header = ",".join(lines[0][1])
         raise BadFile(path, f"header {json.dumps(header)[:200]} is not {','.join(columns)}")
     if not text.endswith("\n"):
         raise BadFile(path, f"line {lines[-1][0]}: the table ends inside a line (cut short?)")
+    width = len(lines[0][1])
     rows, previous = [], lines[0][0]
     for line, fields in lines[1:]:
-        if len(fields) != len(columns):
-            raise BadFile(path, f"line {line}: {len(fields)} fields, the header has {len(columns)}")
+        if len(fields) != width:
+            raise BadFile(path, f"line {line}: {len(fields)} fields, the header has {width}")
         if any("\n" in field or "\r" in field for field in fields):
             raise BadFile(path, f"line {previous + 1}: a field holds a line break (an unclosed quote that "
                                 f"swallowed lines {previous + 1}-{line}?)")
-        rows.append(dict(zip(columns, fields)))
+        rows.append(dict(zip(columns, fields + [""] * (len(columns) - width))))
         previous = line
     return rows
 
@@ -241,6 +245,8 @@ def value_problem(row: dict) -> str | None:
     loss = row.get("final_train_loss")
     if row.get("status") == "completed" and (loss is None or not math.isfinite(loss)):
         return f"final_train_loss {loss!r}: a completed run has a finite final training loss"
+    if row.get("trained_in") is not None and (problem := name_problem(str(row["trained_in"]), MAX_RUN_NAME)):
+        return f"trained_in {json.dumps(str(row['trained_in']))[:80]}: {problem}"
     return None
 
 

@@ -353,7 +353,7 @@ def _article(kind: str) -> str:
 RESULT_FIELDS = {"config": "dict", "status": "str", "run_name": "str", "layers": "list", "fit": "dict",
                  "final_train_loss": "number", "train_accuracy": "number", "test_accuracy": "number",
                  "wall_seconds": "number", "test_layers": "list", "test_fit": "dict", "machine": "dict",
-                 "versions": "dict", "device": "str", "commit": "str", "split": "str"}
+                 "versions": "dict", "device": "str", "commit": "str", "split": "str", "trained_in": "str"}
 CONFIG_FIELDS = {"data": "dict", "model": "dict", "optimization": "dict", "training": "dict",
                  "analysis": "dict", "lr": "number", "hidden_size": "integer", "epochs": "integer",
                  "seed": "integer", "layer_num": "integer", "block_num": "integer", "measure": "str"}

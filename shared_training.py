@@ -23,14 +23,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from atomic_io import atomic_write, file_lock, read_small_text
 from config_utils import MAX_RUN_NAME, name_problem
 from run_records import BadFile, read_json, restore_non_finite
-from train_models import TrainResult
-from training_curves import TrainingCurves
 
 log = logging.getLogger("representation_dynamics")
 
@@ -60,6 +57,7 @@ def training_key(cfg: DictConfig | dict) -> str:
 
 
 def shareable(cfg: DictConfig) -> bool:
+    """Whether a run of `cfg` may measure a twin's weights (and a later twin its own)."""
     return not cfg.force and int(cfg.analysis.every_n_epochs) == 0 and cfg.get("logger") in (None, "none")
 
 
@@ -72,6 +70,9 @@ class Twin:
     def trained(self, run, cfg: DictConfig) -> tuple:
         """The fields of experiment.Trained for `run` (outcome, dynamics, curves, trained_in), its model
         given the twin's trained weights and its curves the twin's training record."""
+        from train_models import TrainResult
+        from training_curves import TrainingCurves
+
         run.model.load_state_dict(self.state)
         dataset = run.dataset
         curves = TrainingCurves(run.model, dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y,
@@ -87,6 +88,8 @@ def find_twin(cfg: DictConfig, folder: Path, key: str) -> Twin | None:
     name, results.json and checkpoint are untrusted: a name that is no plain folder name, a record that is
     not a completed run of the same training view, or a checkpoint that is not a state dict of tensors is
     passed over with one warning line (the run then trains)."""
+    import torch
+
     index = folder / TRAINED_INDEX / key
     if not index.is_file():
         return None

@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from config_utils import CONF_DIR, expand_root_aliases, register_resolvers, run_name
 from override_check import refuse_override_typos
+from shared_training import shareable, training_key
 
 ENTRY = "representation_dynamics_terminal.py"
 EXPERIMENT_DIR = CONF_DIR / "experiment"
@@ -82,7 +83,9 @@ class Job:
 
     cost: float = 0.0              # estimated seconds on one CPU thread (CostModel); 0: not estimated
     cost_source: str = ""          # where the estimate comes from: one of SOURCES
+    measure_cost: float = 0.0      # the estimate when it measures a twin's trained network (no training)
     run_name: str = ""             # its run directory name (filled in with compose_jobs=True)
+    training: str = field(default="", compare=False)   # shared_training.training_key, "" if not shareable
     config: dict | None = field(default=None, compare=False)   # its resolved config (compose_jobs=True)
 
     def command(self, python: str = "python") -> str:
@@ -241,23 +244,32 @@ MEASURE_EPOCHS = 5
 # Fitted to the measured like runs of runs.csv (least relative squares): python sweep_jobs.py --fit-fallback
 FALLBACK_SECONDS_PER_POINT_SAMPLE_EPOCH = 1.94e-6
 FALLBACK_SECONDS_PER_PARAMETER_SAMPLE_EPOCH = 1.05e-10
-SOURCES = ("measured like runs", "measured epoch cost", "fallback model")
+# A job whose network an earlier job of the plan trains (the same config but what is measured,
+# shared_training.py) pays start-up, set-up and the measurement only: the fourth source.
+SOURCES = ("measured like runs", "measured epoch cost", "fallback model", "training shared")
 ESTIMATES_LEGEND = (
     f"# estimates: seconds on one CPU thread per job, start-up ({START_UP_SECONDS:g} s) included; the source per "
     "group: measured like runs (runs.csv, same data, model, variant, shape and optimizer), measured epoch "
     "cost (epoch_costs.csv, the group's model on its data) or fallback model (per point and parameter; "
-    "sweep_jobs.py's docstring); scaled to each job's epochs and samples")
+    "sweep_jobs.py's docstring); scaled to each job's epochs and samples; training shared: an earlier job "
+    "trains its network, it measures it (set-up and measurement only)")
 
 
 @dataclass(frozen=True)
 class Estimate:
     run_seconds: float      # the run itself, as results.json's wall_seconds counts it
     source: str             # one of SOURCES
+    measure_seconds: float = 0.0   # of run_seconds: the final measurement
 
     @property
     def seconds(self) -> float:
         """The whole job: process start-up and the run."""
         return START_UP_SECONDS + self.run_seconds
+
+    @property
+    def measuring_only(self) -> float:
+        """The whole job when a twin trained its network: start-up, set-up and the measurement."""
+        return START_UP_SECONDS + SET_UP_SECONDS + self.measure_seconds
 
 
 def total_epochs(cfg) -> int:
@@ -339,7 +351,9 @@ class CostModel:
             print(f"warning: {error}; the estimates are the fallback model's", file=sys.stderr)
             rows, costs = [], []
         for row in rows:
-            if row["status"] == "completed" and row["wall_seconds"] is not None and row["epochs"]:
+            # a run that measured a twin's trained network (trained_in) took no training time
+            if row["status"] == "completed" and row["wall_seconds"] is not None and row["epochs"] \
+                    and not row.get("trained_in"):
                 run_part = max(row["wall_seconds"] - SET_UP_SECONDS, 0.0)
                 self.like_runs[like_key(row)].append(run_part / (row["epochs"] + MEASURE_EPOCHS))
         for cost in costs:
@@ -360,13 +374,14 @@ class CostModel:
         epochs = int(cfg.epochs) + MEASURE_EPOCHS
         if like := self.like_runs.get(like_key(job_row(config))):
             per_epoch = statistics.fmean(like) * self.sample_scale(job, cfg)
-            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[0])
+            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[0], per_epoch * MEASURE_EPOCHS)
         cost = self.epoch_costs.get((GROUP_OF_PRESET.get(job.preset, job.group), epoch_cost_label(cfg)))
         epochs = total_epochs(cfg) + MEASURE_EPOCHS
         if cost is not None:
             per_epoch = cost * self.sample_scale(job, cfg)
-            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[1])
-        return Estimate(SET_UP_SECONDS + fallback_seconds_per_epoch(cfg) * epochs, SOURCES[2])
+            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[1], per_epoch * MEASURE_EPOCHS)
+        per_epoch = fallback_seconds_per_epoch(cfg)
+        return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[2], per_epoch * MEASURE_EPOCHS)
 
 
 def fit_fallback(report: Path = REPORT_DIR) -> tuple[float, float, int]:
@@ -410,8 +425,26 @@ def _with_config(job: Job, cfg, costs: CostModel | None) -> Job:
     config = OmegaConf.to_container(cfg, resolve=True)
     estimate = costs.estimate(job, cfg, config) if costs is not None else None
     return dataclasses.replace(job, cost=estimate.seconds if estimate else 0.0,
-                               cost_source=estimate.source if estimate else "", run_name=run_name(cfg),
-                               config=config)
+                               cost_source=estimate.source if estimate else "",
+                               measure_cost=estimate.measuring_only if estimate else 0.0,
+                               run_name=run_name(cfg), config=config,
+                               training=training_key(config) if shareable(cfg) else "")
+
+
+def share_trainings(groups: list[tuple[str, list[Job]]]) -> list[tuple[str, list[Job]]]:
+    """The groups with each job whose network an earlier job (in this order) trains estimated as
+    measuring only (SOURCES[3]); run_experiments.sh runs the longest first, so the training job comes
+    first and its twins find its weights (shared_training.py)."""
+    trained, shared = set(), []
+    for group, jobs in groups:
+        kept = []
+        for job in jobs:
+            if job.training and job.training in trained and job.cost:
+                job = dataclasses.replace(job, cost=job.measure_cost, cost_source=SOURCES[3])
+            trained.add(job.training or None)
+            kept.append(job)
+        shared.append((group, kept))
+    return shared
 
 
 def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False, estimate: bool = True,
@@ -506,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
         skipped = sum(len(jobs) for _, jobs in groups) - sum(len(jobs) for _, jobs in kept)
         print(f"# skipped: {skipped} jobs already recorded in {args.skip_recorded}")
         groups = kept
+    if args.longest_first:
+        groups = share_trainings(groups)
 
     def print_jobs(jobs):
         for job in jobs:

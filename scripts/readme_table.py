@@ -40,12 +40,13 @@ def render() -> str:
     from campaign import GROUPS as REPORT_GROUPS, NOT_RUN
     from report_tables import read_rows
     from verdicts import group_verdict, settings_of
-    from sweep_jobs import GROUPS, duration, sweep_jobs
+    from sweep_jobs import GROUPS, duration, share_trainings, sweep_jobs
 
     report_groups = {group.name: group for group in REPORT_GROUPS}
     not_run = dict(NOT_RUN)
     rows = read_rows(REPORT / "runs.csv")
     groups, _ = sweep_jobs(list(GROUPS), compose_jobs=True)
+    groups = share_trainings(groups)   # twins measure the network an earlier job trains
     lines = ["| the paper's claim | group | command (seed 666) | jobs | CPU, one core | best on | "
              "verdict over its seeds (report) |", "|---|---|---|---:|---|---|---|"]
     for name, jobs in groups:

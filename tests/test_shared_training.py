@@ -4,6 +4,7 @@ crafted index is passed over; force=true and training-time measurements never sh
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,46 @@ def test_force_and_training_time_measurements_never_share(tmp_path):
     run(tmp_path, "dynamics", "model.params.feature_option=layer", "analysis.every_n_epochs=1")
     assert "trained_in" not in results_of(tmp_path / "dynamics", "layer")
     assert not (tmp_path / "dynamics" / TRAINED_INDEX).exists()
+
+
+# ------------------------------------------------------------------- the tables, the report, the plan
+def test_the_tables_record_which_run_trained_the_network_and_read_older_headers():
+    import report_tables
+
+    columns = report_tables.RUN_COLUMNS
+    assert columns[-1] == "trained_in"
+    row = {key: "" for key in columns} | {"group": "residual", "run": "b-layer", "status": "missing", "lr": "0.001"}
+    for header in (columns, *report_tables.LEGACY_RUN_COLUMNS):   # older tables: no trained_in column
+        text = ",".join(header) + "\n" + ",".join(row[key] for key in columns[:len(header)]) + "\n"
+        (read,) = report_tables.read_rows(Path("runs.csv"), text)
+        assert read["trained_in"] is None and read["run"] == "b-layer"
+    for name, problem in (("b-block", None), ("../elsewhere", "trained_in \"../elsewhere\": a name of letters")):
+        found = report_tables.value_problem({"status": "completed", "final_train_loss": 0.1, "trained_in": name})
+        assert (found if found is None else found[:len(problem)]) == problem
+
+
+def test_the_report_says_what_sharing_the_training_saved():
+    from report_markdown import _shared_training
+
+    rows = {"b-block": {"wall_seconds": 1800.0, "trained_in": None},
+            "b-layer": {"wall_seconds": 36.0, "trained_in": "b-block"},
+            "m-layer": {"wall_seconds": 36.0, "trained_in": "m-block"}}   # its twin not in the tables
+    (line,) = _shared_training(rows)
+    assert "2 runs measured the network" in line and "they took 0.02 h" in line
+    assert "about 0.50 h (their 1 twins' run time), 0.48 h saved" in line
+    assert _shared_training({"b-block": rows["b-block"]}) == []
+
+
+def test_the_plan_estimates_a_twin_as_measuring_only_and_runs_it_after_its_training(capsys):
+    import sweep_jobs
+
+    sweep_jobs.main(["residual", "--list", "--longest-first"])
+    out = capsys.readouterr().out
+    assert "# group residual: 30 jobs" in out and "training shared: 15)" in out
+    costs = [(float(cost), source) for cost, source in
+             re.findall(r"^# job estimate: (\d+) s \((?:[^,]*, )?([^)]*)\)$", out, re.MULTILINE)]
+    assert len(costs) == 30
+    shared = [cost for cost, source in costs if source == "training shared"]
+    trained = [cost for cost, source in costs if source != "training shared"]
+    assert len(shared) == 15 and max(shared) < min(trained) / 10
+    assert costs.index(next(c for c in costs if c[1] == "training shared")) == 15   # every training first

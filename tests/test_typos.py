@@ -4,7 +4,6 @@ Python without the project's packages says so in one line (dependencies.py)."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
