@@ -29,7 +29,8 @@ from omegaconf import DictConfig
 from config_utils import (CONF_DIR, REPO_ROOT, VALIDATION_CALLBACK, ConfigError, expand_root_aliases,
                           register_resolvers, removes_validation)
 from data import DatasetUnavailableError
-from experiment import RunInProgressError, allocation_failure, discard_unused_run_dir, run_experiment
+from experiment import allocation_failure, run_experiment
+from run_folder import RunInProgressError, discard_unused_run_dir
 from override_check import refuse_override_typos
 from sweep_worker import job_state
 

@@ -24,7 +24,8 @@ import reanalyze
 import run_records
 import summarize_runs
 from config_utils import ConfigError
-from experiment import allocation_failure, discard_unused_run_dir, validate_config
+from experiment import allocation_failure, validate_config
+from run_folder import discard_unused_run_dir
 from representation_analysis import profile_fit, separation_profile
 from tests.test_data import cifar_root, fake_images, mnist_root  # noqa: F401  (fixtures)
 from tests.test_end_to_end import ENTRY, REPO_ROOT, results_of, run_cli

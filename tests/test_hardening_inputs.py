@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 import config_utils
-import experiment
 import representation_analysis
 import sweep_jobs
 from config_utils import ConfigError
 from representation_analysis import measure_separation
+from run_folder import JOB_LOG, check_run_dir, finished_results, run_dir_problem, run_lock
 from tests.child_processes import finishes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -201,17 +201,17 @@ def test_the_finished_run_check_never_hangs_floods_or_raises(run_folder, kind):
     cfg, folder = run_folder
     RESULTS_CASES[kind](folder / "results.json")
     identity = config_utils.identity_hash(cfg)
-    assert finishes(lambda: experiment.finished_results(folder, identity)) is None
-    assert finishes(lambda: experiment.run_dir_problem(folder, cfg)) is None   # its own folder: it reruns
+    assert finishes(lambda: finished_results(folder, identity)) is None
+    assert finishes(lambda: run_dir_problem(folder, cfg)) is None   # its own folder: it reruns
 
 
 def test_a_finished_record_still_counts(run_folder):
     cfg, folder = run_folder
     identity = config_utils.identity_hash(cfg)
     (folder / "results.json").write_text(f'{{"identity_hash": "{identity}", "status": "diverged"}}')
-    assert experiment.finished_results(folder, identity) == folder / "results.json"
+    assert finished_results(folder, identity) == folder / "results.json"
     (folder / "results.json").write_text(f'{{"identity_hash": "{identity}", "status": "running"}}')
-    assert experiment.finished_results(folder, identity) is None
+    assert finished_results(folder, identity) is None
 
 
 @pytest.mark.parametrize("kind", ["link to a missing file", "fifo", "dev-zero link", "folder"])
@@ -222,7 +222,7 @@ def test_a_run_folders_lock_that_is_no_regular_file_is_a_config_error(run_folder
      "dev-zero link": lambda: lock.symlink_to("/dev/zero"), "folder": lambda: lock.mkdir()}[kind]()
 
     def take():
-        with experiment.run_lock(folder):
+        with run_lock(folder):
             return "locked"
     error = finishes(take)
     assert isinstance(error, ConfigError), error
@@ -272,7 +272,7 @@ def test_a_run_record_folder_that_leads_elsewhere_is_refused(run_folder, tmp_pat
     else:
         (folder / ".hydra").symlink_to(victim)
     with pytest.raises(ConfigError, match=r"its \.hydra \(the run record written there\) is not a folder"):
-        experiment.check_run_dir(folder, cfg)
+        check_run_dir(folder, cfg)
     assert os.listdir(victim) == ["keep.yaml"]
 
 
@@ -299,41 +299,41 @@ def test_the_entry_point_refuses_a_job_log_that_is_no_regular_file_in_one_line(r
     a FIFO hung the entry point, a link was appended to (its target created). Now the run folder check
     (ValidateBeforeLaunch, before Hydra's logging set-up) refuses it: one line, exit 2, nothing created."""
     _, folder = run_folder
-    log, target = folder / experiment.JOB_LOG, tmp_path / "outside" / "target.log"
+    log, target = folder / JOB_LOG, tmp_path / "outside" / "target.log"
     target.parent.mkdir()
     plant_job_log(log, kind, target)
     line = one_error_line(entry(tmp_path, timeout=120))   # a hang is subprocess.TimeoutExpired
     kinds = {"fifo": "a named pipe", "symlink": "a symbolic link", "folder": "a folder"}
-    assert line.startswith(f"error: hydra.run.dir={folder}: its {experiment.JOB_LOG} (Hydra's job log")
+    assert line.startswith(f"error: hydra.run.dir={folder}: its {JOB_LOG} (Hydra's job log")
     assert f"is {kinds[kind]}, not a regular file" in line and "HYDRA_FULL_ERROR" not in line
     assert not target.exists() and os.listdir(target.parent) == []
-    assert os.listdir(folder) == [experiment.JOB_LOG] and (log.is_symlink() or not log.is_file())
+    assert os.listdir(folder) == [JOB_LOG] and (log.is_symlink() or not log.is_file())
 
 
 def test_a_multirun_refuses_a_job_log_fifo_before_launching(run_folder, tmp_path):
     _, folder = run_folder
-    os.mkfifo(folder / experiment.JOB_LOG)
+    os.mkfifo(folder / JOB_LOG)
     line = one_error_line(run(sys.executable, "representation_dynamics_terminal.py", "-m", *QUICK, "seed=666",
                               f"log_root={tmp_path / 'logs'}", f"figures_dir={tmp_path / 'figures'}",
                               "progress=false", timeout=120))
-    assert line.startswith(f"error: hydra.sweep.subdir={folder}: its {experiment.JOB_LOG} (Hydra's job log")
-    assert "a named pipe" in line and os.listdir(folder) == [experiment.JOB_LOG]
+    assert line.startswith(f"error: hydra.sweep.subdir={folder}: its {JOB_LOG} (Hydra's job log")
+    assert "a named pipe" in line and os.listdir(folder) == [JOB_LOG]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "symlink", "dev-zero link", "folder"])
 def test_the_check_names_a_planted_job_log(run_folder, tmp_path, kind):
     cfg, folder = run_folder
-    plant_job_log(folder / experiment.JOB_LOG, kind, tmp_path / "outside" / "target.log")
-    error = finishes(lambda: experiment.check_run_dir(folder, cfg))
+    plant_job_log(folder / JOB_LOG, kind, tmp_path / "outside" / "target.log")
+    error = finishes(lambda: check_run_dir(folder, cfg))
     assert isinstance(error, ConfigError) and "\n" not in str(error), error
-    assert f"its {experiment.JOB_LOG} (Hydra's job log, appended to by every run) is a " in str(error)
+    assert f"its {JOB_LOG} (Hydra's job log, appended to by every run) is a " in str(error)
     assert not (tmp_path / "outside").exists()
 
 
 def test_a_regular_job_log_is_no_problem(run_folder):
     cfg, folder = run_folder
-    (folder / experiment.JOB_LOG).write_text("[earlier run's line]\n")
-    assert experiment.run_dir_problem(folder, cfg) is None
+    (folder / JOB_LOG).write_text("[earlier run's line]\n")
+    assert run_dir_problem(folder, cfg) is None
 
 
 @pytest.mark.parametrize("kind", ["fifo", "symlink", "dev-zero link", "folder"])
