@@ -146,7 +146,8 @@ fi
 
 # Overrides every job gets, before the user's (a user's KEY=VALUE wins).
 runner_overrides=
-if [ "$gpu_count" -eq 0 ]; then runner_overrides="threads=1"; fi
+plan_options=
+if [ "$gpu_count" -eq 0 ]; then runner_overrides="threads=1"; plan_options="--warm-workers"; fi
 if [ "${FORCE:-0}" = 1 ]; then runner_overrides="$runner_overrides force=true"; fi
 
 # The plan is this script's one temporary file: removed on every exit, also by HUP, INT, QUIT, PIPE (a
@@ -187,8 +188,8 @@ if [ "$gpu_count" -eq 0 ] && [ "$dry_run" = 0 ]; then
     worker_pool=$!
 fi
 # In the background so that a signal stops the wait at once (the trap then stops the planner).
-# shellcheck disable=SC2086  # runner_overrides: words without spaces, split on purpose
-"$PYTHON" sweep_jobs.py --list --log --longest-first --python="$PYTHON" \
+# shellcheck disable=SC2086  # runner_overrides, plan_options: words without spaces, split on purpose
+"$PYTHON" sweep_jobs.py --list --log --longest-first --python="$PYTHON" $plan_options \
     ${skip_recorded:+--skip-recorded "$skip_recorded"} $runner_overrides "$@" > "$plan" &
 planner=$!
 planned=0
@@ -388,7 +389,7 @@ queue_name() {
 if [ "$dry_run" = 1 ]; then
     # plan_time WORKERS [QUEUE COUNT]: the estimated wall time of the plan's jobs, from the line
     # `# job estimate: SECONDS s ...` that sweep_jobs.py puts before each job (one CPU thread, start-up
-    # included): WORKERS at a time, each worker taking the next job in plan order when it is free (as
+    # included, or with --warm-workers paid once per worker: `# worker start-up:`): WORKERS at a time, each worker taking the next job in plan order when it is free (as
     # xargs -P does), or, given QUEUE and COUNT, the jobs of queue QUEUE of COUNT (dealt round-robin, as
     # jobs_of_queue deals them) one after another. Prints e.g. "about 3.5 h"; nothing when a job has none.
     plan_time() {
@@ -399,6 +400,7 @@ if [ "$dry_run" = 1 ]; then
                 return sprintf("%.1f h", seconds / 3600)
             }
             BEGIN { workers = ENVIRON["workers"] + 0; for (w = 1; w <= workers; w++) free[w] = 0; cost = "" }
+            /^# worker start-up: [0-9]/ { for (w = 1; w <= workers; w++) free[w] = $4 + 0; next }
             /^# job estimate: [0-9]/ { cost = $4 + 0; next }
             /^#/ { next }
             {

@@ -12,7 +12,8 @@ runs what this prints.
     python sweep_jobs.py --groups                # the group names
     python sweep_jobs.py --fit-fallback          # refit the fallback cost model to docs/reproduction/runs.csv
 
-Estimates (CostModel) are seconds on one CPU thread per job: the measured process start-up plus the run,
+Estimates (CostModel) are seconds on one CPU thread per job: the measured process start-up plus the run
+(--warm-workers, as run_experiments.sh's CPU queue runs them: a warm worker's fixed cost per job instead),
 whose cost per epoch comes from measured like runs (docs/reproduction/runs.csv), else a measured epoch cost
 (docs/reproduction/epoch_costs.csv), else a fallback model (a cost per measured point and per parameter,
 fitted to runs.csv: within 1.5x of the MLP groups but for depth_cm5k at 0.5x, and 50x too low for the
@@ -235,6 +236,11 @@ REPORT_DIR = Path(__file__).resolve().parent / "docs" / "reproduction"
 # where this estimator was written (wall 20.1 s: start-up 3.3 s, validate + setup + write 1.8 s, the rest
 # training and measuring).
 START_UP_SECONDS = 3.3
+# A job that a warm worker runs (run_experiments.sh's CPU queue, sweep_worker.py: --warm-workers) pays neither
+# the start-up nor a fresh process's set-up: its fixed cost beyond training is its job line's small process,
+# the typo check, Hydra's composition, set-up, writing: 1.4 s per job (python benchmarks/bench_sweep.py: fig1
+# at 100 epochs, JOBS=1, on the Intel Xeon); the pool's start-up is paid once per worker (`# worker start-up:`).
+WARM_JOB_SECONDS = 1.4
 # In a run, the steps that do not grow with the epochs: validate, set-up (data, model) and writing.
 SET_UP_SECONDS = 1.8
 # The final measurement takes about as long as this many training epochs: 5-9 for the cfm MLPs at depth 18
@@ -253,23 +259,36 @@ ESTIMATES_LEGEND = (
     "cost (epoch_costs.csv, the group's model on its data) or fallback model (per point and parameter; "
     "sweep_jobs.py's docstring); scaled to each job's epochs and samples; training shared: an earlier job "
     "trains its network, it measures it (set-up and measurement only)")
+WARM_LEGEND = ESTIMATES_LEGEND.replace(f"start-up ({START_UP_SECONDS:g} s) included",
+                                       f"run by a warm worker ({WARM_JOB_SECONDS:g} s each beyond training; the "
+                                       f"worker's start-up, {START_UP_SECONDS:g} s, once per worker)")
 
 
 @dataclass(frozen=True)
 class Estimate:
-    run_seconds: float      # the run itself, as results.json's wall_seconds counts it
+    epoch_seconds: float    # training and the final measurement (per epoch x (epochs + MEASURE_EPOCHS))
     source: str             # one of SOURCES
-    measure_seconds: float = 0.0   # of run_seconds: the final measurement
+    measure_seconds: float = 0.0   # of epoch_seconds: the final measurement
+    warm: bool = False      # run by a warm worker (WARM_JOB_SECONDS), else as a process of its own
+
+    @property
+    def run_seconds(self) -> float:
+        """The run as its own process's results.json counts it (wall_seconds): set-up, training, measuring."""
+        return SET_UP_SECONDS + self.epoch_seconds
+
+    @property
+    def fixed_seconds(self) -> float:
+        return WARM_JOB_SECONDS if self.warm else START_UP_SECONDS + SET_UP_SECONDS
 
     @property
     def seconds(self) -> float:
-        """The whole job: process start-up and the run."""
-        return START_UP_SECONDS + self.run_seconds
+        """The whole job: its fixed cost (start-up and set-up, or a warm worker's job), training, measuring."""
+        return self.fixed_seconds + self.epoch_seconds
 
     @property
     def measuring_only(self) -> float:
-        """The whole job when a twin trained its network: start-up, set-up and the measurement."""
-        return START_UP_SECONDS + SET_UP_SECONDS + self.measure_seconds
+        """The whole job when a twin trained its network: its fixed cost and the measurement."""
+        return self.fixed_seconds + self.measure_seconds
 
 
 def total_epochs(cfg) -> int:
@@ -334,8 +353,8 @@ class CostModel:
     (report None, or a table that cannot be read: one warning line) every estimate is the fallback
     model's."""
 
-    def __init__(self, report: Path | None, composer):
-        self.composer = composer
+    def __init__(self, report: Path | None, composer, warm: bool = False):
+        self.composer, self.warm = composer, warm
         self.like_runs: dict[tuple, list[float]] = defaultdict(list)   # like key -> seconds per epoch
         self.epoch_costs: dict[tuple[str, str], float] = {}            # (group, label) -> seconds per epoch
         if report is None:
@@ -373,15 +392,14 @@ class CostModel:
         config = OmegaConf.to_container(cfg, resolve=True) if config is None else config
         epochs = int(cfg.epochs) + MEASURE_EPOCHS
         if like := self.like_runs.get(like_key(job_row(config))):
-            per_epoch = statistics.fmean(like) * self.sample_scale(job, cfg)
-            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[0], per_epoch * MEASURE_EPOCHS)
-        cost = self.epoch_costs.get((GROUP_OF_PRESET.get(job.preset, job.group), epoch_cost_label(cfg)))
-        epochs = total_epochs(cfg) + MEASURE_EPOCHS
-        if cost is not None:
-            per_epoch = cost * self.sample_scale(job, cfg)
-            return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[1], per_epoch * MEASURE_EPOCHS)
-        per_epoch = fallback_seconds_per_epoch(cfg)
-        return Estimate(SET_UP_SECONDS + per_epoch * epochs, SOURCES[2], per_epoch * MEASURE_EPOCHS)
+            per_epoch, source = statistics.fmean(like) * self.sample_scale(job, cfg), SOURCES[0]
+        elif (cost := self.epoch_costs.get((GROUP_OF_PRESET.get(job.preset, job.group), epoch_cost_label(cfg)))) is not None:
+            epochs = total_epochs(cfg) + MEASURE_EPOCHS
+            per_epoch, source = cost * self.sample_scale(job, cfg), SOURCES[1]
+        else:
+            epochs = total_epochs(cfg) + MEASURE_EPOCHS
+            per_epoch, source = fallback_seconds_per_epoch(cfg), SOURCES[2]
+        return Estimate(per_epoch * epochs, source, per_epoch * MEASURE_EPOCHS, self.warm)
 
 
 def fit_fallback(report: Path = REPORT_DIR) -> tuple[float, float, int]:
@@ -448,11 +466,11 @@ def share_trainings(groups: list[tuple[str, list[Job]]]) -> list[tuple[str, list
 
 
 def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = False, estimate: bool = True,
-               report: Path | None = REPORT_DIR) -> tuple[list[tuple[str, list[Job]]], Path]:
+               report: Path | None = REPORT_DIR, warm: bool = False) -> tuple[list[tuple[str, list[Job]]], Path]:
     """[(group, its jobs)] for group/preset names, and the folder for job logs (<log_root>/jobs).
     With compose_jobs=True each job's config is composed (JobComposer), so that it carries its run
     directory name and (unless estimate=False) its estimated time from `report`'s measurements (CostModel;
-    report None: the fallback model only)."""
+    report None: the fallback model only), as a warm worker runs it with warm=True."""
     register_resolvers()
     extras = expand_root_aliases(list(extras))
     groups = expand_groups(list(names))
@@ -461,7 +479,7 @@ def sweep_jobs(names: list[str], extras: list[str] = (), compose_jobs: bool = Fa
         parsed = OverridesParser.create(loader).parse_overrides(list(extras))
         fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
         composer = JobComposer(loader)
-        costs = CostModel(report, composer) if compose_jobs and estimate else None
+        costs = CostModel(report, composer, warm) if compose_jobs and estimate else None
         result, log_roots = [], []
         for group, presets in groups:
             jobs = []
@@ -512,6 +530,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--costs", type=Path, metavar="REPORT", default=REPORT_DIR,
                         help="the folder whose runs.csv and epoch_costs.csv give the time estimates "
                              "(default: docs/reproduction)")
+    parser.add_argument("--warm-workers", action="store_true",
+                        help="estimate the jobs as warm workers run them (run_experiments.sh's CPU queue): "
+                             f"{WARM_JOB_SECONDS:g} s per job beyond training, the start-up once per worker")
     parser.add_argument("--fit-fallback", action="store_true",
                         help="fit the fallback cost model to --costs's runs.csv, print its constants and exit")
     args = parser.parse_intermixed_args(argv)
@@ -533,7 +554,8 @@ def main(argv: list[str] | None = None) -> None:
         refuse_override_typos(["-m", f"+experiment={','.join(presets)}", *extras], "config", ENTRY)
     recorded = recorded_runs(args.skip_recorded) if args.skip_recorded else None   # before composing
     groups, log_dir = sweep_jobs(names, extras, compose_jobs=args.longest_first or bool(args.skip_recorded),
-                                 estimate=args.longest_first, report=args.costs)
+                                 estimate=args.longest_first, report=args.costs,
+                                 warm=args.warm_workers)
     if recorded is not None:
         kept = [(group, [job for job in jobs if job.run_name not in recorded]) for group, jobs in groups]
         skipped = sum(len(jobs) for _, jobs in groups) - sum(len(jobs) for _, jobs in kept)
@@ -555,7 +577,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.list and args.log:
         print(f"# job logs: {log_dir}")
     if args.list and args.longest_first:
-        print(ESTIMATES_LEGEND)
+        print(WARM_LEGEND if args.warm_workers else ESTIMATES_LEGEND)
+        if args.warm_workers:   # read by run_experiments.sh's dry run: once per worker
+            print(f"# worker start-up: {START_UP_SECONDS:g} s")
     for group, jobs in groups:
         if args.list:
             presets = sorted({job.preset for job in jobs}, key=[j.preset for j in jobs].index)

@@ -31,8 +31,8 @@ import report_tables
 import reproduction_report
 import sweep_jobs
 from config_utils import CONF_DIR, register_resolvers, run_name
-from sweep_jobs import (MEASURE_EPOCHS, REPORT_DIR, SET_UP_SECONDS, SOURCES, START_UP_SECONDS, CostModel,
-                        JobComposer, fallback_seconds_per_epoch, like_key, total_epochs)
+from sweep_jobs import (MEASURE_EPOCHS, REPORT_DIR, SET_UP_SECONDS, SOURCES, START_UP_SECONDS, WARM_JOB_SECONDS,
+                        CostModel, JobComposer, fallback_seconds_per_epoch, like_key, total_epochs)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_EXPERIMENTS = REPO_ROOT / "run_experiments.sh"
@@ -126,6 +126,22 @@ def test_a_short_sweep_carries_its_start_up(capsys):
     estimates = [float(cost) for cost in re.findall(r"^# job estimate: (\d+) s", out, re.MULTILINE)]
     assert len(estimates) == 9 and min(estimates) >= round(START_UP_SECONDS + SET_UP_SECONDS)
     assert re.search(r"^# total: 9 jobs, about \d+ (s|min) on one thread$", out, re.MULTILINE)
+
+
+def test_warm_workers_pay_the_start_up_once(tmp_path, capsys):
+    """The CPU queue's estimates (--warm-workers): each job its warm fixed cost, the start-up once per
+    worker in the dry run's plan (one worker: the sum of the jobs and one start-up)."""
+    sweep_jobs.main(["fig1", "epochs=3", "--list", "--longest-first", "--warm-workers"])
+    out = capsys.readouterr().out
+    assert f"# worker start-up: {START_UP_SECONDS:g} s\n" in out
+    estimates = [float(cost) for cost in re.findall(r"^# job estimate: (\d+) s", out, re.MULTILINE)]
+    assert len(estimates) == 9 and all(round(WARM_JOB_SECONDS) <= cost < START_UP_SECONDS + SET_UP_SECONDS
+                                       for cost in estimates)
+    out = dry_run("fig1", "epochs=100", f"log_root={tmp_path}", GPUS="", JOBS="1")
+    estimates = [float(cost) for cost in re.findall(r"^# job estimate: (\d+) s", out, re.MULTILINE)]
+    wall = re.search(r"^# plan: 9 jobs on the CPU, 1 at a time, threads=1 each; about (\d+) s of wall", out,
+                     re.MULTILINE)
+    assert wall and abs(int(wall[1]) - (sum(estimates) + START_UP_SECONDS)) <= 9 / 2 + 1, out
 
 
 def test_the_fallback_model_covers_an_unmeasured_shape():

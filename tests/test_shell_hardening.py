@@ -292,7 +292,7 @@ def test_the_planner_gets_python_as_one_argument(box):
     assert completed.returncode == 0, completed.stderr
     arguments = (box.bin / "planner.args").read_text().splitlines()
     assert arguments == ["sweep_jobs.py", "--list", "--log", "--longest-first", f"--python={box.bin / 'python'}",
-                         "threads=1", "g", "seed=1"]
+                         "--warm-workers", "threads=1", "g", "seed=1"]
 
 
 # ------------------------------------------------------------------- from another folder, CDPATH
