@@ -108,7 +108,7 @@ def test_the_plan_estimates_a_twin_as_measuring_only_and_runs_it_after_its_train
     out = capsys.readouterr().out
     assert "# group residual: 30 jobs" in out and "training shared: 15)" in out
     costs = [(float(cost), source) for cost, source in
-             re.findall(r"^# job estimate: (\d+) s \((?:[^,]*, )?([^)]*)\)$", out, re.MULTILINE)]
+             re.findall(r"^# job estimate: (\d+) s \((?:[^,\n]*, )?([^)\n]*)\)$", out, re.MULTILINE)]
     assert len(costs) == 30
     shared = [cost for cost, source in costs if source == "training shared"]
     trained = [cost for cost, source in costs if source != "training shared"]

@@ -85,8 +85,12 @@ def test_dry_run_of_all_lists_the_paper_job_counts_per_group(tmp_path):
     assert len(jobs) == 346 and len(set(jobs)) == 346
     assert len(re.findall(r"^# job estimate: \d+ s ", out, re.MULTILINE)) == 346   # one before each job
     # longest first: the CNN runs (a minute per epoch on one CPU thread) lead, the small MLPs (depth 1 or
-    # 2 on 1,000 cfm samples, some 10 s each) come last
-    assert "model=VGG13" in jobs[0] and re.search(r" layer_num=[12] ", jobs[-1])
+    # 2 on 1,000 cfm samples, some 10 s each) come last of the jobs that train; the 20 jobs that measure a
+    # network an earlier job trains (residual's per-conv twins, frozen's standard runs) fall among them
+    sources = re.findall(r"^# job estimate: \d+ s \((?:[^,\n]*, )?([^)\n]*)\)$", out, re.MULTILINE)
+    trains = [job for job, source in zip(jobs, sources) if source != "training shared"]
+    assert len(sources) == 346 and len(trains) == 346 - 20
+    assert "model=VGG13" in jobs[0] and re.search(r" layer_num=[12] ", trains[-1])
     for job in jobs:  # CPU plan: one thread per job, output appended to <log_root>/jobs/<name>.log
         assert f" {ENTRY.name} +experiment=" in job and " threads=1 " in job
         assert re.search(rf">> {re.escape(str(tmp_path))}/jobs/[\w.=+-]+\.log 2>&1$", job), job

@@ -393,7 +393,7 @@ def test_merge_skips_bad_runs_and_reanalyses_in_one_line_each_and_escapes_the_re
     assert stdout.startswith("merged: 1 new runs, 0 already recorded")
     rows = {row["run"]: row for row in report_tables.read_rows(folder / "runs.csv")}
     assert rows["fig1-a"]["status"] == "completed" and rows["fig1-b"]["status"] == "missing"
-    assert rows["fig1-a"]["commit"] == "=1+1" and ",'=1+1\n" in (folder / "runs.csv").read_text()
+    assert rows["fig1-a"]["commit"] == "=1+1" and ",'=1+1,\n" in (folder / "runs.csv").read_text()
     readme = (folder / "README.md").read_text()
     assert "| &lt;script&gt;\\|x forged | \\`AVX2\\` | " in readme and "<script>" not in readme
     assert (folder / "fig1.png").is_file()
