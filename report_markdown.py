@@ -469,10 +469,11 @@ def _shared_training(unique: dict[str, dict]) -> list[str]:
     took = sum(row["wall_seconds"] or 0.0 for row in shared) / 3600
     again = sum(twin["wall_seconds"] or 0.0 for _, twin in twins if twin) / 3600
     known = sum(twin is not None for _, twin in twins)
-    return [f"- Training shared: {len(shared)} runs measured the network that a run of the same config but what "
-            f"is measured trained (shared_training.py, column trained_in); they took {took:.2f} h, where "
-            f"training them again would have taken about {again:.2f} h (their {known} twins' run time), "
-            f"{again - took:.2f} h saved."]
+    runs = f"{len(shared)} run{'s' if len(shared) > 1 else ''}"
+    return [f"- Training shared: {runs} measured the network that a run of the same config but what is "
+            f"measured trained (shared_training.py, column trained_in); they took {took:.2f} h, where "
+            f"training them again would have taken about {again:.2f} h (the run time of the {known} "
+            f"run{'s' if known != 1 else ''} that trained them, in the tables), {again - took:.2f} h saved."]
 
 
 def _machines(rows: list[dict], context: dict) -> list[str]:

@@ -97,7 +97,8 @@ def test_the_report_says_what_sharing_the_training_saved():
             "m-layer": {"wall_seconds": 36.0, "trained_in": "m-block"}}   # its twin not in the tables
     (line,) = _shared_training(rows)
     assert "2 runs measured the network" in line and "they took 0.02 h" in line
-    assert "about 0.50 h (their 1 twins' run time), 0.48 h saved" in line
+    assert "about 0.50 h (the run time of the 1 run that trained them, in the tables), 0.48 h saved" in line
+    assert _shared_training({"b-layer": rows["b-layer"]})[0].startswith("- Training shared: 1 run measured")
     assert _shared_training({"b-block": rows["b-block"]}) == []
 
 
