@@ -3,7 +3,8 @@ never drops or changes a recorded finished row or profile, whatever the plan or 
 broken tables, false names, impossible numbers and differing copies; two merges at once lose nothing; a
 crash between the two tables is refused by the rebuild and repaired by the next merge), one checked
 reader reads the tables (no link followed, no pipe or device opened), and lock files and checkpoints
-are never followed or blocked on. Every case works on a copy of docs/reproduction in tmp_path."""
+are never followed or blocked on. Every case works on a copy of docs/reproduction in tmp_path, a few
+finished runs of it made missing again (the `copy` fixture)."""
 from __future__ import annotations
 
 import csv
@@ -51,16 +52,48 @@ def no_drawing(monkeypatch):
     monkeypatch.setattr(report, "group_figure_png", lambda group, series: b"PNG stub")
 
 
-@pytest.fixture
-def copy(tmp_path) -> Path:
-    """A copy of the committed report folder."""
-    folder = tmp_path / "reproduction"
+THINNED = 4   # finished fig1 runs the `copy` fixture turns back into missing ones
+
+
+@pytest.fixture(scope="module")
+def thinned(tmp_path_factory, plan) -> Path:
+    """A copy of the committed report folder in which THINNED finished fig1 runs (no rerun or
+    original-code record names them; the last ones, so the first rows stay as committed) are missing
+    again, rows and profiles, as a merge leaves a planned run not yet finished: the cases below need runs
+    a merge would add, and the committed campaign may be complete. Its README.md is rebuilt from the
+    thinned tables (its figures are stubs, as in every case here)."""
+    folder = tmp_path_factory.mktemp("thinned") / "reproduction"
     shutil.copytree(COMMITTED, folder)
+    tables = report_tables.read_tables(folder)
+    cited = {record["run"] for record in report_tables.read_reruns(folder, tables.rows)} | {
+        record["our_run"] for record in report_tables.read_original_code(folder, tables.rows)}
+    fig1 = {job.run_name: job for group, job in plan if group == "fig1"}
+    thinned = [row["run"] for row in tables.rows if row["group"] == "fig1" and row["status"] in verdicts.FINISHED
+               and row["run"] not in cited][-THINNED:]
+    rows = [{"group": row["group"], **report_merge._missing_record(fig1[row["run"]])} if row["run"] in thinned
+            else row for row in tables.rows]
+    profiles = [{"run": name, "split": split, "bn_mode": mode, "point": point, "D": value}
+                for name in sorted(tables.profiles) if name not in thinned
+                for split, mode, point, value in sorted(tables.profiles[name])]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "group_figure_png", lambda group, series: b"PNG stub")
+        report.write_report(folder, pending={
+            "runs.csv": report_tables._csv_text(report_tables.RUN_COLUMNS, rows),
+            "profiles.csv": report_tables._csv_text(report_tables.PROFILE_COLUMNS, profiles)})
     return folder
 
 
-def missing_jobs(plan) -> list:
-    recorded = {row["run"] for row in report_tables.read_rows(COMMITTED / "runs.csv") if row["status"] in verdicts.FINISHED}
+@pytest.fixture
+def copy(tmp_path, thinned) -> Path:
+    """A copy of the thinned report folder, for one case to change."""
+    folder = tmp_path / "reproduction"
+    shutil.copytree(thinned, folder)
+    return folder
+
+
+def missing_jobs(plan, folder: Path) -> list:
+    """The planned runs `folder`'s runs.csv does not hold finished."""
+    recorded = {row["run"] for row in report_tables.read_rows(folder / "runs.csv") if row["status"] in verdicts.FINISHED}
     return [job for _, job in plan if job.run_name not in recorded]
 
 
@@ -226,9 +259,9 @@ def test_broken_tables_are_refused_by_the_rebuild_the_merge_and_the_recorded_run
     """Issue 26, why 2 and 7: what the rebuild refuses, the merge refuses before it merges anything
     (it used to write such tables back, rows swallowed or blanked); one error line, nothing written."""
     edit, message = BROKEN_TABLES[case]
-    edit(copy)
     logs = tmp_path / "logs"
-    write(logs, results_of(missing_jobs(plan)[0]))       # a good new run the merge would add
+    write(logs, results_of(missing_jobs(plan, copy)[0]))       # a good new run the merge would add
+    edit(copy)
     before = snapshot(copy)
     for argv in ((copy,), (copy, "--merge", logs)):
         code, out, err = run_main(capsys, *argv)
@@ -243,7 +276,7 @@ def test_broken_tables_are_refused_by_the_rebuild_the_merge_and_the_recorded_run
 def test_two_merges_at_once_lose_no_row(copy, tmp_path, plan):
     """Issue 26, why 3: both merges said 'merged: 1 new runs' and one row ended missing. The folder's
     lock serializes read-modify-write: both rows are recorded."""
-    first, second = missing_jobs(plan)[:2]
+    first, second = missing_jobs(plan, copy)[:2]
     write(tmp_path / "a", results_of(first))
     write(tmp_path / "b", results_of(second))
     script = REPO_ROOT / "reproduction_report.py"
@@ -263,11 +296,11 @@ def test_a_crash_between_the_two_tables_is_refused_then_repaired_by_the_next_mer
     """Issue 26, why 4. profiles.csv is replaced before runs.csv, so a crash (or full disk) between them
     leaves profile points no row supports -- never a completed row without its profile: the rebuild
     refuses that state in one line and a merge again gives the tables a clean merge gives."""
-    job = missing_jobs(plan)[0]
+    job = missing_jobs(plan, copy)[0]
     logs = tmp_path / "logs"
     write(logs, results_of(job))
     clean = tmp_path / "clean"
-    shutil.copytree(COMMITTED, clean)
+    shutil.copytree(copy, clean)
     report_merge.merge(clean, [logs])
     runs_before = (copy / "runs.csv").read_bytes()
     replace = os.replace
@@ -292,6 +325,7 @@ def test_a_crash_between_the_two_tables_is_refused_then_repaired_by_the_next_mer
 
 def test_profile_points_without_a_row_are_refused_by_the_rebuild_and_dropped_by_a_merge(copy, tmp_path, capsys):
     """What a crash between the two renames leaves when the logs no longer hold the run."""
+    before = snapshot(copy)
     (copy / "profiles.csv").write_text((copy / "profiles.csv").read_text()
                                        + "cfm-nobody-s1-00000000,train,train_batches,0,1.0\n")
     code, out, err = run_main(capsys, copy)
@@ -299,12 +333,11 @@ def test_profile_points_without_a_row_are_refused_by_the_rebuild_and_dropped_by_
     (tmp_path / "logs").mkdir()
     code, out, err = run_main(capsys, copy, "--merge", tmp_path / "logs")
     assert code == 0 and "the profile points of 1 runs without a row dropped" in out, err
-    for name in TABLES:
-        assert (copy / name).read_bytes() == (COMMITTED / name).read_bytes()
+    assert {name: snapshot(copy)[name] for name in TABLES} == {name: before[name] for name in TABLES}
 
 
 def test_a_failed_write_of_either_temporary_changes_neither_table(copy, tmp_path, plan, monkeypatch):
-    write(tmp_path / "logs", results_of(missing_jobs(plan)[0]))
+    write(tmp_path / "logs", results_of(missing_jobs(plan, copy)[0]))
     before = snapshot(copy)
     fsync, calls = os.fsync, []
 
@@ -322,7 +355,7 @@ def test_a_failed_write_of_either_temporary_changes_neither_table(copy, tmp_path
 def test_a_completed_row_left_without_its_profile_gets_it_back_from_the_logs(copy, tmp_path, plan, capsys):
     """What the old merge left after a crash (runs.csv written, profiles.csv not): the rebuild refuses
     it, a merge of the logs holding the run restores the profile, and the tables are the committed ones
-    again, byte for byte."""
+    again (as before the edit), byte for byte."""
     rows = report_tables.read_rows(COMMITTED / "runs.csv")
     row = next(row for row in rows if row["status"] == "completed" and row["group"] == "fig1")
     job = next(job for _, job in plan if job.run_name == row["run"])
@@ -334,6 +367,7 @@ def test_a_completed_row_left_without_its_profile_gets_it_back_from_the_logs(cop
                          test_layers=[{"index": i, "D": d} for i, d in enumerate(test)],
                          **{"fit.pearson_r": row["pearson_r"], "fit.rho": row["rho"], "fit.num_points": row["points"]})
     write(tmp_path / "logs", results)
+    before = snapshot(copy)
     text = (copy / "profiles.csv").read_text()
     kept = [line for line in text.splitlines(keepends=True)
             if not (line.startswith(row["run"] + ",") and ",train_batches," in line)]
@@ -343,15 +377,14 @@ def test_a_completed_row_left_without_its_profile_gets_it_back_from_the_logs(cop
     code, out, err = run_main(capsys, copy, "--merge", tmp_path / "logs")
     assert code == 0, err
     assert "1 already recorded (same numbers)" in out and "1 profiles restored" in out
-    for name in TABLES:
-        assert (copy / name).read_bytes() == (COMMITTED / name).read_bytes()
+    assert {name: snapshot(copy)[name] for name in TABLES} == {name: before[name] for name in TABLES}
 
 
 def test_a_record_is_merged_only_under_the_name_its_own_config_gives(copy, tmp_path, plan, capsys):
     """Issue 26, why 5: a results.json claiming a planned run's name with another run's config (another
     lr and seed), or a config with a key the planned run lacks (another identity hash), is skipped with a
     warning; the planned run stays missing, so --skip-recorded still runs it."""
-    missing = missing_jobs(plan)
+    missing = missing_jobs(plan, copy)
     target = missing[0]
     other = next(job for _, job in plan if job.config["lr"] != target.config["lr"]
                  and job.config["seed"] != target.config["seed"])
@@ -391,7 +424,7 @@ def test_a_record_with_numbers_out_of_range_is_not_merged(copy, tmp_path, plan, 
     """Issue 26, why 6: pearson_r -1e308 counted as the law, a loss of -1e308 picked the lr, ... now
     each is one warning and the run stays missing."""
     changes, message = OUT_OF_RANGE[case]
-    job = missing_jobs(plan)[0]
+    job = missing_jobs(plan, copy)[0]
     path = write(tmp_path / "logs", results_of(job, **changes))
     code, out, err = run_main(capsys, copy, "--merge", tmp_path / "logs")
     assert code == 0 and out.startswith("merged: 0 new runs"), err
@@ -401,7 +434,7 @@ def test_a_record_with_numbers_out_of_range_is_not_merged(copy, tmp_path, plan, 
 
 
 def test_differing_copies_of_a_new_run_are_reported_and_neither_recorded(copy, tmp_path, plan, capsys):
-    first, second = missing_jobs(plan)[:2]
+    first, second = missing_jobs(plan, copy)[:2]
     one, two = tmp_path / "one", tmp_path / "two"
     write(one, results_of(first))
     write(two, results_of(first, final_train_loss=0.02))
