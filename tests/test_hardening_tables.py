@@ -21,7 +21,6 @@ import pytest
 import atomic_io
 import campaign
 import queue_logs
-import report_figures
 import report_merge
 import report_tables
 import verdicts
