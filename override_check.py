@@ -120,6 +120,10 @@ class _Checker:
                 return problem
         if not keys and not groups:
             return None
+        if not self.multirun and all(self._in_primary_defaults(o) for _, o in groups) and all(
+                self._in_primary_file(o) for _, o in keys):
+            # what the primary file says settles it: no composition (a single run's typical command line)
+            return next((self._added_twice(text, o) for text, o in keys if o.type.name == "ADD"), None)
         combinations = self._group_combinations([o for _, o in groups if _values(o)])
         if self._compose(combinations[0]) is None:
             # Hydra composes no config where a group override of the defaults list lacks its + (or one
@@ -194,10 +198,37 @@ class _Checker:
                     yield job, composed
 
     @functools.cached_property
-    def _primary_keys(self) -> set[str]:
-        """The top-level keys of the primary config file itself (its defaults list not applied)."""
+    def _primary(self) -> tuple[dict, set[str]]:
+        """The primary config file itself as a plain dict (its defaults list not applied), and the groups
+        its defaults list chooses (those a command line changes without +)."""
         loaded = self.loader.repository.load_config(self.config_name)
-        return set(loaded.config.keys()) if loaded is not None and loaded.config is not None else set()
+        if loaded is None or loaded.config is None:
+            return {}, set()
+        groups = {entry.group for entry in loaded.defaults_list or []
+                  if getattr(entry, "group", None) and not getattr(entry, "override", False)}
+        return OmegaConf.to_container(loaded.config, resolve=False), groups
+
+    @property
+    def _primary_keys(self) -> set[str]:
+        """The top-level keys of the primary config file itself."""
+        return set(self._primary[0])
+
+    def _in_primary_defaults(self, override) -> bool:
+        """A plain change of a group the primary file's defaults list chooses (model=GFNN): it composes
+        whenever its value is a config of the group (checked before)."""
+        return override.type.name == "CHANGE" and override.key_or_group in self._primary[1] \
+            and not override.is_sweep_override()
+
+    def _in_primary_file(self, override) -> bool:
+        """A change, + or ++ of a key the primary file itself has under no group (epochs, analysis.pca_dim):
+        every job of this config has it, whatever the groups choose."""
+        key = override.key_or_group
+        return override.type.name in ("CHANGE", "ADD", "FORCE_ADD") and not self._is_group(key.split(".")[0]) \
+            and _has_key(self._primary[0], key)
+
+    @staticmethod
+    def _added_twice(text: str, override) -> str:
+        return f"{text}: {override.key_or_group} is a key of the config already (+ adds a key); allowed: {text[1:]}"
 
     def _compose(self, overrides: tuple[str, ...]) -> dict | None:
         """The config composed with `overrides`, unresolved, as plain containers; None if it fails.
@@ -224,9 +255,7 @@ class _Checker:
         bases = [first] if everywhere and _has_key(first[1], key) else self._bases(combinations)
         lacking = next(((c, config) for c, config in bases if not _has_key(config, key)), None)
         if lacking is None:
-            if override.type == OverrideType.ADD:
-                return f"{text}: {key} is a key of the config already (+ adds a key); allowed: {text[1:]}"
-            return None
+            return self._added_twice(text, override) if override.type == OverrideType.ADD else None
         combination, config = lacking
         if (other := self._options_with_key(key, combination, config)) is not None:
             group, chosen, having = other
