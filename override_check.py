@@ -122,7 +122,8 @@ class _Checker:
             return None
         if not self.multirun and all(self._in_primary_defaults(o) for _, o in groups) and all(
                 self._in_primary_file(o) for _, o in keys):
-            # what the primary file says settles it: no composition (a single run's typical command line)
+            # what the primary file says settles it: no composition (a single run's or a sweep job's typical
+            # command line)
             return next((self._added_twice(text, o) for text, o in keys if o.type.name == "ADD"), None)
         combinations = self._group_combinations([o for _, o in groups if _values(o)])
         if self._compose(combinations[0]) is None:
@@ -214,10 +215,12 @@ class _Checker:
         return set(self._primary[0])
 
     def _in_primary_defaults(self, override) -> bool:
-        """A plain change of a group the primary file's defaults list chooses (model=GFNN): it composes
-        whenever its value is a config of the group (checked before)."""
-        return override.type.name == "CHANGE" and override.key_or_group in self._primary[1] \
-            and not override.is_sweep_override()
+        """A change of a group the primary file's defaults list chooses (model=GFNN), or a + of one it does
+        not (+experiment=fig1): the override applies as written (its value, a config of the group, was
+        checked before); whatever else would stop the composition, Hydra reports itself."""
+        in_defaults = override.key_or_group in self._primary[1]
+        return not override.is_sweep_override() and (override.type.name, in_defaults) in (
+            ("CHANGE", True), ("ADD", False))
 
     def _in_primary_file(self, override) -> bool:
         """A change, + or ++ of a key the primary file itself has under no group (epochs, analysis.pca_dim):

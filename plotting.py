@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from atomic_io import atomic_write  # noqa: E402
 
+SAVE_DPI = 120      # run figures are laid out and written at this resolution (one text layout for both)
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 SEQUENCE_END = 0.85   # ordered colours (epochs, depths) stop at viridis(0.85): its pale yellow end is unreadable on white
 WRAP_MARGIN = 0.97    # a wrapped line takes at most this share of its width (the measure is the font's own)
@@ -133,7 +134,7 @@ def _save(figure, paths: list[Path]) -> None:
         suffix = Path(path).suffix.lstrip(".") or "png"
         if suffix not in rendered:
             buffer = io.BytesIO()
-            figure.savefig(buffer, format=suffix, dpi=120)
+            figure.savefig(buffer, format=suffix, dpi=SAVE_DPI)
             rendered[suffix] = buffer.getvalue()
         atomic_write(path, lambda temporary, content=rendered[suffix]: temporary.write_bytes(content))
     plt.close(figure)
@@ -148,7 +149,7 @@ def save_profile_figure(profiles: list[tuple[str, list[dict], dict | None]], tit
 def figure_profile(profiles: list[tuple[str, list[dict], dict | None]], title: str, ylabel: str = "ln D"):
     """One panel with each (label, layers, fit) profile and its fit line(s); the legend names each
     profile's split (label) with its Pearson r and rho; the title is wrapped to fit."""
-    figure, axes = plt.subplots(figsize=(5.0, 3.8))
+    figure, axes = plt.subplots(figsize=(5.0, 3.8), dpi=SAVE_DPI)
     for (label, layers, fit), color in zip(profiles, COLORS):
         draw_profile(axes, layers, fit, label=fit_label(label, fit), color=color)
     set_title(axes, title, 8)
@@ -167,7 +168,7 @@ def save_dynamics_figure(dynamics: dict, title: str, path: Path, ylabel: str = "
 def figure_dynamics(dynamics: dict, title: str, ylabel: str = "ln D"):
     """Left: ln value_l against l at each recorded epoch (colour by epoch). Right: Pearson r and rho of
     the per-epoch fits against the epoch."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.8))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10.0, 3.8), dpi=SAVE_DPI)
     epochs = dynamics["epochs"]
     for position, (epoch, values) in enumerate(zip(epochs, dynamics["values"])):
         color = sequence_color(position, len(epochs))
@@ -200,7 +201,7 @@ def figure_training(history: dict, title: str, final: dict | None = None):
     were measured (history["accuracy_epoch"]), sharing the epoch axis; without such epochs, `final`
     ({"train": accuracy, "test": accuracy}, at the last epoch) as two points and a note on how to get
     curves. `history` is results.json's."""
-    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(5.0, 5.0))
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(5.0, 5.0), dpi=SAVE_DPI)
     losses = [(e, v) for e, v in zip(history["epoch"], history["train_loss"])
               if isinstance(v, float) and math.isfinite(v) and v > 0]
     if losses:

@@ -146,12 +146,14 @@ def test_a_warm_process_checks_again_without_composing_until_conf_changes(tmp_pa
 
 
 def test_a_single_run_of_primary_groups_and_keys_is_checked_without_composing(monkeypatch):
-    """The main command's overrides (groups the defaults list chooses, keys of the primary file) are
-    settled by the primary file alone: no composition (0.06 s of every process), the same answers."""
+    """The main command's and a sweep job's overrides (groups the defaults list chooses, a + preset, keys
+    of the primary file) are settled by the primary file alone: no composition (0.06 s of every process,
+    0.1 s of a warm worker's job), the same answers."""
     import hydra
 
     monkeypatch.setattr(hydra, "compose", lambda *a, **k: pytest.fail(f"composed {k['overrides']}"))
     assert override_problem(["data=cfm", "model=GFNN", "layer_num=6", "analysis.pca_dim=3", "++epochs=2"]) is None
+    assert override_problem(["+experiment=fig1", "optimization=sgd", "layer_num=2", "seed=666"]) is None
     assert override_problem(["epochs=3", "+analysis.pca_dim=2"]) == (
         "+analysis.pca_dim=2: analysis.pca_dim is a key of the config already (+ adds a key); "
         "allowed: analysis.pca_dim=2")
