@@ -161,10 +161,10 @@ def _run_in(address: str, argv: list[str]) -> int | None:
 class JobState:
     """The process-wide state a job may change, captured before it and put back after it, so that the next
     job starts as in a fresh process: torch threads, RNG states (torch, CUDA, random, numpy), the
-    deterministic, denormal and cuDNN flags, default dtype, grad mode, matplotlib's rcParams and open
-    figures, every logger's handlers, level and propagation (handlers the job added are closed: Hydra's job
-    log file handler), warnings filters, signal handlers, Hydra's global singletons, the working
-    directory, the environment and sys.argv."""
+    deterministic (and its memory fill), denormal and cuDNN flags, default dtype, grad mode, matplotlib's
+    rcParams and open figures, every logger's handlers, level and propagation (handlers the job added are
+    closed: Hydra's job log file handler), warnings filters, signal handlers, Hydra's global singletons,
+    the working directory, the environment and sys.argv."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -185,7 +185,8 @@ class JobState:
         self.python_rng = random.getstate()
         self.numpy_rng = numpy.random.get_state()
         self.deterministic = (torch.are_deterministic_algorithms_enabled(),
-                              torch.is_deterministic_algorithms_warn_only_enabled())
+                              torch.is_deterministic_algorithms_warn_only_enabled(),
+                              torch.utils.deterministic.fill_uninitialized_memory)
         self.cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
         self.dtype = torch.get_default_dtype()
         self.grad = torch.is_grad_enabled()
@@ -247,6 +248,7 @@ class JobState:
         random.setstate(self.python_rng)
         numpy.random.set_state(self.numpy_rng)
         torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
+        torch.utils.deterministic.fill_uninitialized_memory = self.deterministic[2]
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = self.cudnn
         torch.set_default_dtype(self.dtype)
         torch.set_grad_enabled(self.grad)
@@ -290,7 +292,8 @@ def global_state() -> dict:
         "numpy_rng": digest([array.tolist() if hasattr(array, "tolist") else array
                              for array in numpy.random.get_state()]),
         "deterministic": [torch.are_deterministic_algorithms_enabled(),
-                          torch.is_deterministic_algorithms_warn_only_enabled()],
+                          torch.is_deterministic_algorithms_warn_only_enabled(),
+                          torch.utils.deterministic.fill_uninitialized_memory],
         "cudnn": [torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic],
         "flush_denormal": float(torch.tensor([1e-40]) * torch.tensor([1.0])) == 0.0,
         "dtype": str(torch.get_default_dtype()),
