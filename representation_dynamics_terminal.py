@@ -18,7 +18,9 @@ if __name__ == "__main__":   # a job of a CPU queue: run by a warm worker of the
 import dependencies  # noqa: F401  (first: one line, not a traceback, in a Python without the project's packages)
 import cpu_kernels  # noqa: F401  (first, before torch: the same CPU kernels on every x86-64 machine)
 
+import contextlib
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -87,7 +89,33 @@ def command_line(argv: list[str]) -> None:
     refuse_override_typos(argv, "config", Path(__file__).name)   # one line, not Hydra's advice to add +
     sys.argv[1:] = expand_root_aliases(argv)   # the original's `block_option=...` at the root
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    main()
+    with mode_without_composing(argv):
+        main()
+
+
+# `mode` as a key (hydra: {mode: MULTIRUN}) or hydra.mode in an override; bn_mode and the like are not
+MODE_SETTING = re.compile(r"(?<![\w.])mode\s*:|hydra\.mode")
+
+
+@contextlib.contextmanager
+def mode_without_composing(argv: list[str]):
+    """Hydra's main composes the whole config once only to read hydra.mode (Hydra.get_mode), then again
+    to run: 0.1 s of every run and of every job of a warm worker. Where neither the command line nor a
+    file of conf/ sets hydra.mode and no other config is named (--config-dir ...), that read gives None
+    (Hydra then runs as the command line says: a run, or a multirun with -m): answered here without the
+    composition. Anywhere else Hydra's own get_mode answers."""
+    from hydra._internal.hydra import Hydra
+
+    own = Hydra.get_mode
+    if any(MODE_SETTING.search(argument) or argument.startswith(("-c", "--config", "--exp")) for argument in argv) \
+            or any(MODE_SETTING.search(path.read_text(errors="replace")) for path in CONF_DIR.rglob("*.yaml")):
+        yield
+        return
+    Hydra.get_mode = lambda self, config_name, overrides: None
+    try:
+        yield
+    finally:
+        Hydra.get_mode = own
 
 
 if __name__ == "__main__":

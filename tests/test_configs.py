@@ -1,5 +1,6 @@
 """Every config composes, builds a model with the declared number of measured points, and names a run."""
 import itertools
+import shutil
 
 import pytest
 import torch
@@ -116,3 +117,29 @@ def test_unknown_architecture_is_rejected(compose):
     cfg.model.architecture = "transformer"
     with pytest.raises(ConfigError, match="model.architecture=transformer: allowed: .*MLP"):
         build_model(cfg, (1, 10, 10), 10)
+
+
+def test_hydra_reads_the_run_mode_without_composing_only_where_nothing_sets_it(tmp_path, monkeypatch):
+    """Hydra's get_mode composes the whole config to read hydra.mode; the entry answers None (what that
+    composition gives: conf/ sets no hydra.mode) without it, and leaves Hydra's own read where the command
+    line or a config file sets the mode, or another config is named."""
+    from hydra._internal.hydra import Hydra
+
+    import representation_dynamics_terminal as entry
+
+    own = Hydra.get_mode
+
+    def mode_inside(argv):
+        with entry.mode_without_composing(argv):
+            return Hydra.get_mode
+    assert mode_inside(["data=cfm", "model=GFNN", "layer_num=6"])(None, "config", []) is None
+    assert Hydra.get_mode is own                                  # put back after the run
+    for argv in (["hydra.mode=MULTIRUN"], ["+hydra.mode=RUN"], ["--config-dir", "other"], ["-cn", "x"]):
+        assert mode_inside(argv) is own, argv
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "experiment" / "many.yaml").write_text("# @package _global_\nhydra:\n  mode: MULTIRUN\n")
+    monkeypatch.setattr(entry, "CONF_DIR", conf)
+    assert mode_inside(["+experiment=fig1"]) is own
+    (conf / "experiment" / "many.yaml").write_text("# @package _global_\nanalysis:\n  bn_mode: eval\n")
+    assert mode_inside(["+experiment=fig1"]) is not own
