@@ -241,3 +241,23 @@ def test_wrapping_measures_the_font_breaks_where_a_reader_would_and_keeps_escape
     dollars = plotting.wrap_text("x" * 40 + "\\$" + "y" * 40, 1.0, 9).split("\n")
     assert all(not line.endswith("\\") for line in dollars) and "\\$" in "".join(dollars)
     assert plotting.wrap_text("a\n\nb", 4.0, 8) == "a\n\nb"
+
+
+def test_the_training_loss_axis_is_labelled_without_mathtext():
+    """Powers of ten as 10 with a Unicode superscript (matplotlib's look; its mathtext parser costs 0.12 s
+    at a process's first figure), other values as plain numbers; under two decades log_axis_labels."""
+    assert [plotting.power_label(v) for v in (1e-2, 1.0, 1e5, 2e-3, 10.0)] == \
+        ["10\u207b\u00b2", "1", "10\u2075", "0.002", "10\u00b9"]
+    for losses, expected in (([2.0, 1e-3], ["10\u207b\u00b3", "10\u207b\u00b2", "10\u207b\u00b9", "1"]),
+                             ([0.9, 0.3], ["0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9"])):
+        history = {"epoch": [1, 2], "train_loss": losses, "accuracy_epoch": [], "train_accuracy": [],
+                   "test_accuracy": []}
+        figure = plotting.figure_training(history, "run")
+        figure.canvas.draw()
+        top = figure.axes[0]
+        low, high = top.get_ylim()
+        shown = [tick.label1.get_text() for tick in top.yaxis.get_major_ticks() + top.yaxis.get_minor_ticks()
+                 if low <= tick.get_loc() <= high and tick.label1.get_text()]
+        assert sorted(shown) == sorted(expected), shown
+        assert not any("$" in text for text in shown)
+        check(figure)
