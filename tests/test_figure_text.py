@@ -16,7 +16,6 @@ import plotting
 import campaign
 import report_figures
 import run_records
-import reproduction_report as report
 import summarize_runs
 from representation_analysis import bn_mode_label
 
