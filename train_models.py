@@ -55,7 +55,7 @@ def set_up_execution(cfg: DictConfig) -> torch.device:
     torch.use_deterministic_algorithms(True, warn_only=True)   # cheap once torch._dynamo is imported
     # ... but by default it also fills every new tensor's memory with NaN (a guard against kernels that
     # read memory they never wrote): 3.7% of the main job's training on the 2-core Xeon. The kernels used
-    # here write what they allocate: the same numbers bit for bit (tests/test_bitwise.py, test_determinism).
+    # here write what they allocate: the same numbers bit for bit (tests/test_bitwise.py).
     torch.utils.deterministic.fill_uninitialized_memory = False
     torch.backends.cudnn.benchmark = False
     return device
