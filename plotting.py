@@ -79,15 +79,20 @@ def sequence_color(position: int, count: int):
     return plt.get_cmap("viridis")(SEQUENCE_END * position / max(count - 1, 1))
 
 
-def log_axis_labels(axes) -> None:
+def log_axis_labels(axes, powers: bool = False) -> None:
     """A log y axis holding fewer than two powers of ten gets labelled ticks at 1, 2 and 5 times each
-    power, written as plain numbers (0.5, 2, 30), so that it never shows one lone label or 3x10^1."""
+    power, written as plain numbers (0.5, 2, 30), so that it never shows one lone label or 3x10^1; with
+    `powers`, a wider one gets its powers of ten as power_label writes them (matplotlib's look, without
+    mathtext); else it keeps matplotlib's own labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     low, high = axes.get_ylim()
     if low > 0 and math.floor(math.log10(high)) - math.ceil(math.log10(low)) < 1:
         axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.yaxis.set_minor_formatter(NullFormatter())
+    elif powers:
+        axes.yaxis.set_major_formatter(FuncFormatter(power_label))
         axes.yaxis.set_minor_formatter(NullFormatter())
 
 
@@ -101,17 +106,6 @@ def power_label(value: float, _position=None) -> str:
     if exponent is not None and math.isclose(value, 10.0 ** exponent, rel_tol=1e-9):
         return "1" if exponent == 0 else "10" + str(exponent).translate(SUPERSCRIPTS)
     return f"{value:g}"
-
-
-def power_labels(axes) -> None:
-    """A log y axis labelled as log_axis_labels says below two decades, else at its powers of ten with
-    power_label (as matplotlib's own labels look, without mathtext)."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    log_axis_labels(axes)
-    if not isinstance(axes.yaxis.get_major_formatter(), FuncFormatter):
-        axes.yaxis.set_major_formatter(FuncFormatter(power_label))
-        axes.yaxis.set_minor_formatter(NullFormatter())
 
 
 def split_label(split: str, samples: int) -> str:
@@ -230,7 +224,7 @@ def figure_training(history: dict, title: str, final: dict | None = None):
     if losses:
         top.plot(*zip(*losses), "-", color=COLORS[0], linewidth=1)
     top.set_yscale("log")
-    power_labels(top)
+    log_axis_labels(top, powers=True)
     top.set_ylabel("train loss")
     accuracy_epochs = history.get("accuracy_epoch") or []
     if accuracy_epochs:

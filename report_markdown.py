@@ -469,7 +469,7 @@ def _shared_training(unique: dict[str, dict]) -> list[str]:
     took = sum(row["wall_seconds"] or 0.0 for row in shared) / 3600
     again = sum(twin["wall_seconds"] or 0.0 for _, twin in twins if twin) / 3600
     known = sum(twin is not None for _, twin in twins)
-    runs = f"{len(shared)} run{'s' if len(shared) > 1 else ''}"
+    runs = f"{len(shared)} run{'s' if len(shared) != 1 else ''}"
     return [f"- Training shared: {runs} measured the network that a run of the same config but what is "
             f"measured trained (shared_training.py, column trained_in); they took {took:.2f} h, where "
             f"training them again would have taken about {again:.2f} h (the run time of the {known} "

@@ -27,8 +27,9 @@ from pathlib import Path
 from atomic_io import atomic_path, folder_lock
 from campaign import GROUPS, campaign_jobs
 from config_utils import EXECUTION_KEYS, LABEL_MODEL_KEYS, LOOKUP_KEY, MODEL_SHAPE_KEYS
-from report_tables import (COMPARED, ORIGINAL_CODE_COLUMNS, PAPER_MODE, PROFILE_COLUMNS, RERUN_COLUMNS,
+from report_tables import (COMPARED, ORIGINAL_CODE_COLUMNS, PAPER_MODE, RERUN_COLUMNS,
                            RERUN_NUMBERS, RUN_COLUMNS, _csv_text, _number, _same, check_tables, profile_problem,
+                           profiles_text,
                            read_original_code, read_profiles, read_reruns, read_tables, report_output, Tables,
                            value_problem)
 from run_records import MAX_LAYERS, BadFile, load_runs, printable, read_results, Run, warn
@@ -404,9 +405,7 @@ def merge_tables(out: Path, log_paths: list[Path], fallback: dict | None = None,
         profiles[name] = supported
     if (lost := lost_evidence(before, rows, profiles, retired)) is not None:
         raise BadFile(rows_path, f"{lost}: nothing written (a recorded row or profile is never removed)")
-    profile_rows = [{"run": name, "split": split, "bn_mode": mode, "point": point, "D": value}
-                    for name in sorted(profiles) for split, mode, point, value in sorted(profiles[name])]
-    tables = {"runs.csv": _csv_text(RUN_COLUMNS, rows), "profiles.csv": _csv_text(PROFILE_COLUMNS, profile_rows)}
+    tables = {"runs.csv": _csv_text(RUN_COLUMNS, rows), "profiles.csv": profiles_text(profiles)}
     if retired and (reruns := read_reruns(out, before.rows)):    # a retired row's reruns go with it
         kept = [rerun for rerun in reruns if (rerun["group"], rerun["run"]) not in retired]
         outcome.retired_reruns = len(reruns) - len(kept)

@@ -95,6 +95,14 @@ def _csv_text(columns, rows) -> str:
     return buffer.getvalue()
 
 
+def profiles_text(profiles: dict) -> str:
+    """profiles.csv's text for `profiles` (run -> its (split, bn_mode, point, D) points), runs and points
+    sorted."""
+    return _csv_text(PROFILE_COLUMNS, [{"run": name, "split": split, "bn_mode": mode, "point": point, "D": value}
+                                       for name in sorted(profiles) for split, mode, point, value in
+                                       sorted(profiles[name])])
+
+
 def _csv_rows(path: Path, text: str | None = None, limit: int = MAX_TABLE_BYTES) -> list[dict]:
     """The rows of a CSV file (or of `text`, its pending content) as dicts; BadFile when it is not a
     regular UTF-8 file of at most `limit` bytes or not CSV (epoch_costs.csv: a table anyone may write)."""

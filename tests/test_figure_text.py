@@ -244,7 +244,7 @@ def test_wrapping_measures_the_font_breaks_where_a_reader_would_and_keeps_escape
 
 def test_the_training_loss_axis_is_labelled_without_mathtext():
     """Powers of ten as 10 with a Unicode superscript (matplotlib's look; its mathtext parser costs 0.12 s
-    at a process's first figure), other values as plain numbers; under two decades log_axis_labels."""
+    at a process's first figure), other values as plain numbers; under two decades plain numbers at 1, 2, 5."""
     assert [plotting.power_label(v) for v in (1e-2, 1.0, 1e5, 2e-3, 10.0)] == \
         ["10\u207b\u00b2", "1", "10\u2075", "0.002", "10\u00b9"]
     for losses, expected in (([2.0, 1e-3], ["10\u207b\u00b3", "10\u207b\u00b2", "10\u207b\u00b9", "1"]),

@@ -44,11 +44,15 @@ def plan():
     return campaign.campaign_jobs()
 
 
+def stub_png(group, series) -> bytes:
+    return b"PNG stub"
+
+
 @pytest.fixture(autouse=True)
 def no_drawing(monkeypatch):
     """The figures are not what these cases check (test_report checks them): each PNG is a stub, so a
     merge here takes a second, not five."""
-    monkeypatch.setattr(report, "group_figure_png", lambda group, series: b"PNG stub")
+    monkeypatch.setattr(report, "group_figure_png", stub_png)
 
 
 THINNED = 4   # finished fig1 runs the `copy` fixture turns back into missing ones
@@ -71,14 +75,11 @@ def thinned(tmp_path_factory, plan) -> Path:
                and row["run"] not in cited][-THINNED:]
     rows = [{"group": row["group"], **report_merge._missing_record(fig1[row["run"]])} if row["run"] in thinned
             else row for row in tables.rows]
-    profiles = [{"run": name, "split": split, "bn_mode": mode, "point": point, "D": value}
-                for name in sorted(tables.profiles) if name not in thinned
-                for split, mode, point, value in sorted(tables.profiles[name])]
+    profiles = {name: series for name, series in tables.profiles.items() if name not in thinned}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report, "group_figure_png", lambda group, series: b"PNG stub")
-        report.write_report(folder, pending={
-            "runs.csv": report_tables._csv_text(report_tables.RUN_COLUMNS, rows),
-            "profiles.csv": report_tables._csv_text(report_tables.PROFILE_COLUMNS, profiles)})
+        patch.setattr(report, "group_figure_png", stub_png)
+        report.write_report(folder, pending={"runs.csv": report_tables._csv_text(report_tables.RUN_COLUMNS, rows),
+                                             "profiles.csv": report_tables.profiles_text(profiles)})
     return folder
 
 
