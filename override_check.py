@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import io
 import itertools
 import sys
@@ -98,7 +97,7 @@ class _Checker:
 
         self.loader, self.config_name, self.multirun, self.program = loader, config_name, multirun, program
         self.parser = OverridesParser.create(loader)
-        _forget_composed_if_conf_changed()
+        _forget_if_conf_changed()
 
     # --------------------------------------------------------------------------------------- parsing
     def problem(self, typed: list[str]) -> str | None:
@@ -142,7 +141,7 @@ class _Checker:
     def _group_value_problem(self, text: str, override) -> str | None:
         """A value of a group override that is no config of the group."""
         group = override.key_or_group
-        options = self.loader.get_group_options(group)
+        options = self._options(group)
         for value in _values(override):   # none for glob(...) or another sweep Hydra expands itself
             if value is None or value in options:
                 continue
@@ -198,16 +197,22 @@ class _Checker:
                 if (composed := self._compose(job)) is not None:
                     yield job, composed
 
-    @functools.cached_property
+    @property
     def _primary(self) -> tuple[dict, set[str]]:
         """The primary config file itself as a plain dict (its defaults list not applied), and the groups
         its defaults list chooses (those a command line changes without +)."""
-        loaded = self.loader.repository.load_config(self.config_name)
-        if loaded is None or loaded.config is None:
-            return {}, set()
-        groups = {entry.group for entry in loaded.defaults_list or []
-                  if getattr(entry, "group", None) and not getattr(entry, "override", False)}
-        return OmegaConf.to_container(loaded.config, resolve=False), groups
+        def read() -> tuple[dict, set[str]]:
+            loaded = self.loader.repository.load_config(self.config_name)
+            if loaded is None or loaded.config is None:
+                return {}, set()
+            groups = {entry.group for entry in loaded.defaults_list or []
+                      if getattr(entry, "group", None) and not getattr(entry, "override", False)}
+            return OmegaConf.to_container(loaded.config, resolve=False), groups
+        return _from_conf(("primary", self.config_name), read)
+
+    def _options(self, group: str) -> list[str]:
+        """The names of the configs of `group`."""
+        return _from_conf(("options", group), lambda: self.loader.get_group_options(group))
 
     @property
     def _primary_keys(self) -> set[str]:
@@ -236,16 +241,15 @@ class _Checker:
     def _compose(self, overrides: tuple[str, ...]) -> dict | None:
         """The config composed with `overrides`, unresolved, as plain containers; None if it fails.
         Kept for the next check in this process (a warm worker's next job) while conf/ stays as it is."""
-        key = (self.config_name, overrides)
-        if key not in _COMPOSED:
+        def compose() -> dict | None:
             from hydra import compose
 
             try:
                 config = compose(self.config_name, overrides=list(overrides), return_hydra_config=True)
-                _COMPOSED[key] = OmegaConf.to_container(config, resolve=False)
+                return OmegaConf.to_container(config, resolve=False)
             except Exception:  # noqa: BLE001  (any composition failure: Hydra reports it itself)
-                _COMPOSED[key] = None
-        return _COMPOSED[key]
+                return None
+        return _from_conf(("composed", self.config_name, overrides), compose)
 
     def _key_problem(self, text: str, override, combinations: list[tuple[str, ...]]) -> str | None:
         from hydra.core.override_parser.types import OverrideType
@@ -279,7 +283,7 @@ class _Checker:
             if group not in choices or not self._is_group(group):
                 continue
             others = [c for c in combination if not c.lstrip("+~").startswith(f"{group}=")]
-            having = [option for option in self.loader.get_group_options(group) if option != choices[group]
+            having = [option for option in self._options(group) if option != choices[group]
                       and _has_key(self._compose((*others, f"{group}={option}")) or {}, key)]
             if having:
                 return group, choices[group], having
@@ -287,10 +291,18 @@ class _Checker:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-# Configs the checks composed in this process, by (config name, group overrides); only what the files of
-# conf/ say goes into them (key presence and group choices), so they hold while those files are unchanged.
-_COMPOSED: dict[tuple[str, tuple[str, ...]], dict | None] = {}
-_COMPOSED_FROM: list = [None]   # the state of conf/ they were composed from
+# What the checks read from conf/ in this process (configs composed by their group overrides, the primary
+# file, a group's options): only what the files of conf/ say goes into them (key presence, group choices),
+# so they hold while those files are unchanged (a warm worker's next job uses them).
+_FROM_CONF: dict[tuple, object] = {}
+_FROM_CONF_STATE: list = [None]   # the state of conf/ they were read from
+
+
+def _from_conf(key: tuple, read):
+    """What read() gives, kept under `key` while conf/ is unchanged."""
+    if key not in _FROM_CONF:
+        _FROM_CONF[key] = read()
+    return _FROM_CONF[key]
 
 
 def _conf_state() -> tuple:
@@ -303,10 +315,10 @@ def _conf_state() -> tuple:
     return tuple(files)
 
 
-def _forget_composed_if_conf_changed() -> None:
-    if (state := _conf_state()) != _COMPOSED_FROM[0]:
-        _COMPOSED.clear()
-        _COMPOSED_FROM[0] = state
+def _forget_if_conf_changed() -> None:
+    if (state := _conf_state()) != _FROM_CONF_STATE[0]:
+        _FROM_CONF.clear()
+        _FROM_CONF_STATE[0] = state
 
 
 def _is_hydra_key(key: str) -> bool:
