@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import math
 import os
@@ -482,7 +483,10 @@ def pool(folder: Path, workers: int) -> None:
     (folder / "ready").touch()        # clients may connect now: they wait in the backlog until the imports end
     ending = []
     signal.signal(signal.SIGTERM, lambda *_: ending.append(True))
+    gc.disable()   # the imports' objects are frozen, never scanned by a worker's collections
     warm_up()
+    gc.freeze()
+    gc.enable()
     children: dict[int, int] = {}     # pid -> worker number
     me = os.getpid()
     # SIGTERM and a worker's end (SIGCHLD) write to this pipe, which wakes the loops below at once
