@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import config_utils
+import measure_memory
 import representation_analysis
 import sweep_jobs
 from config_utils import ConfigError
@@ -490,7 +491,7 @@ def test_integer_labels_of_any_width_give_the_same_numbers(small_problem):
 def test_a_width_whose_sums_exceed_the_memory_is_refused_before_allocating(monkeypatch):
     """Width 60,000 tried to allocate 28.8 GB (then 2 more d x d at finalize): refused in one line naming
     the size, before any d x d sum exists; pca_dim still measures it."""
-    monkeypatch.setattr(representation_analysis, "available_memory", lambda device: 16 * 10 ** 9)
+    monkeypatch.setattr(measure_memory, "available_memory", lambda device: 16 * 10 ** 9)
     updates = []
     monkeypatch.setattr(representation_analysis.StreamingClassStatistics, "update",
                         lambda self, *args: updates.append(self))
@@ -509,19 +510,19 @@ def test_a_width_whose_sums_exceed_the_memory_is_refused_before_allocating(monke
 
 
 def test_the_memory_needed_counts_every_point_and_the_widest_twice_more(monkeypatch, small_problem):
-    assert representation_analysis.streaming_bytes({"a": 100, "b": 10}) == 8 * (100 ** 2 + 10 ** 2 + 2 * 100 ** 2)
+    assert measure_memory.streaming_bytes({"a": 100, "b": 10}) == 8 * (100 ** 2 + 10 ** 2 + 2 * 100 ** 2)
     net, inputs, labels = small_problem
-    needed = representation_analysis.streaming_bytes({"2": 30, "4": 30})
-    monkeypatch.setattr(representation_analysis, "available_memory", lambda device: needed)
+    needed = measure_memory.streaming_bytes({"2": 30, "4": 30})
+    monkeypatch.setattr(measure_memory, "available_memory", lambda device: needed)
     measure_separation(net, inputs, labels, modules=["2", "4"])                    # fits exactly
-    monkeypatch.setattr(representation_analysis, "available_memory", lambda device: needed - 1)
+    monkeypatch.setattr(measure_memory, "available_memory", lambda device: needed - 1)
     with pytest.raises(ValueError, match="more than the 0.0 GB available on cpu"):
         measure_separation(net, inputs, labels, modules=["2", "4"], passes=1)
-    monkeypatch.setattr(representation_analysis, "available_memory", lambda device: None)   # unknown: measured
+    monkeypatch.setattr(measure_memory, "available_memory", lambda device: None)   # unknown: measured
     measure_separation(net, inputs, labels, modules=["2", "4"])
 
 
 def test_this_machines_memory_is_known():
-    available = representation_analysis.available_memory(torch.device("cpu"))
+    available = measure_memory.available_memory(torch.device("cpu"))
     assert available is None or 0 < available < 2 ** 50
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import representation_analysis
+import measure_memory
 from representation_analysis import measure_separation
 from variance_analysis import (MEASURES, StreamingClassStatistics, TwoPassClassStatistics, class_statistics)
 
@@ -114,7 +114,7 @@ def test_measure_separation_in_two_passes_equals_one_pass_and_in_memory(network_
 def test_the_default_takes_two_passes_when_the_one_pass_sums_do_not_fit(monkeypatch, network_problem):
     net, inputs, labels = network_problem
     two = measure_separation(net, inputs, labels, modules=["1", "3"], passes=2)
-    monkeypatch.setattr(representation_analysis, "available_memory", lambda device: 8 * 64 * 64)
+    monkeypatch.setattr(measure_memory, "available_memory", lambda device: 8 * 64 * 64)
     chosen = measure_separation(net, inputs, labels, modules=["1", "3"])
     assert chosen == two
     with pytest.raises(ValueError, match=r"^modules: measuring 2 point\(s\) without pca_dim .* allowed: passes=None or 2"):
@@ -132,7 +132,7 @@ def test_an_iterator_read_once_is_refused_with_what_to_pass(monkeypatch, network
         measure_separation(net, batches(), modules=["1", "3"], num_classes=5, passes=2)
     assert str(raised.value).startswith("data: an iterator, which can be read once") and \
         "allowed: data that can be iterated twice (a tensor with labels, a list of batches, a DataLoader)" in str(raised.value)
-    monkeypatch.setattr(representation_analysis, "available_memory", lambda device: 1000)
+    monkeypatch.setattr(measure_memory, "available_memory", lambda device: 1000)
     with pytest.raises(ValueError, match=r"^data: an iterator, which can be read once, and its d x d float64 sums "
                                          r"\(widest '1', d = 64\) need 0.0 GB"):
         measure_separation(net, iter(list(batches())), modules=["1", "3"], num_classes=5)
