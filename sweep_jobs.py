@@ -238,9 +238,10 @@ REPORT_DIR = Path(__file__).resolve().parent / "docs" / "reproduction"
 START_UP_SECONDS = 3.3
 # A job that a warm worker runs (run_experiments.sh's CPU queue, sweep_worker.py: --warm-workers) pays neither
 # the start-up nor a fresh process's set-up: its fixed cost beyond training is its job line's small process,
-# the typo check, Hydra's composition, set-up, writing: 1.4 s per job (python benchmarks/bench_sweep.py: fig1
-# at 100 epochs, JOBS=1, on the Intel Xeon); the pool's start-up is paid once per worker (`# worker start-up:`).
-WARM_JOB_SECONDS = 1.4
+# the typo check, Hydra's composition, set-up, measuring, writing: 0.9 s per job (python benchmarks/bench_sweep.py:
+# fig1 at 100 epochs, JOBS=1, on the Intel Xeon, at a5996b7); the pool's start-up is paid once per worker
+# (`# worker start-up:`).
+WARM_JOB_SECONDS = 0.9
 # In a run, the steps that do not grow with the epochs: validate, set-up (data, model) and writing.
 SET_UP_SECONDS = 1.8
 # The final measurement takes about as long as this many training epochs: 5-9 for the cfm MLPs at depth 18
