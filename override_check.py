@@ -241,7 +241,7 @@ class _Checker:
     def _compose(self, overrides: tuple[str, ...]) -> dict | None:
         """The config composed with `overrides`, unresolved, as plain containers; None if it fails.
         Kept for the next check in this process (a warm worker's next job) while conf/ stays as it is."""
-        def compose() -> dict | None:
+        def composed() -> dict | None:
             from hydra import compose
 
             try:
@@ -249,7 +249,7 @@ class _Checker:
                 return OmegaConf.to_container(config, resolve=False)
             except Exception:  # noqa: BLE001  (any composition failure: Hydra reports it itself)
                 return None
-        return _from_conf(("composed", self.config_name, overrides), compose)
+        return _from_conf(("composed", self.config_name, overrides), composed)
 
     def _key_problem(self, text: str, override, combinations: list[tuple[str, ...]]) -> str | None:
         from hydra.core.override_parser.types import OverrideType

@@ -516,16 +516,20 @@ def pool(folder: Path, workers: int) -> None:
         children[pid] = number
 
     def reaped() -> int | None:
-        with contextlib.suppress(ChildProcessError):
+        """The pid of a child that ended (now reaped), else None; with no child left, none is a worker."""
+        try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
-            if pid:
-                children.pop(pid, None)
-                return pid
+        except ChildProcessError:
+            children.clear()
+            return None
+        if pid:
+            children.pop(pid, None)
+            return pid
         return None
 
     for number in listeners:
         start(number)
-    while not ending and os.getppid() == parent:
+    while not ending and os.getppid() == parent and children:
         numbers = dict(children)
         if (pid := reaped()) is not None:
             if not ending and pid in numbers:
