@@ -21,12 +21,24 @@ def default_signals() -> None:
         signal.signal(sent, signal.SIG_DFL)
 
 
+def state_and_parent(pid: int) -> tuple[str, int] | None:
+    """Process pid's state letter (Z: a zombie) and its parent's pid from /proc, or None when it is gone."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+        return state, int(parent)
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
 def running(pid: int) -> bool:
     """Whether process pid exists and is no zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
+    return (state_and_parent(pid) or ("Z", 0))[0] != "Z"
+
+
+def running_children(pid: int) -> set[int]:
+    """The running processes whose parent is pid."""
+    return {child for child in (int(path.name) for path in Path("/proc").glob("[0-9]*"))
+            if (found := state_and_parent(child)) is not None and found[1] == pid and found[0] != "Z"}
 
 
 def main_outcome(capsys, main, *argv) -> tuple[int, str, str]:

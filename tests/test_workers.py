@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.child_processes import default_signals
+from tests.child_processes import default_signals, running, running_children
 from tests.test_bitwise import COMPARED, differences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -179,19 +179,6 @@ def test_a_hydra_multirun_starts_each_job_afresh(own_processes, tmp_path):
         assert differences(own[name]["numbers"], numbers(run_folder(root, overrides) / "results.json")) == [], name
 
 
-def pool_workers(pool: subprocess.Popen) -> set[int]:
-    """The pool's child processes that are running (its workers): /proc/PID/stat's state and parent."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, ValueError):
-            continue   # a process that ended meanwhile
-        if int(parent) == pool.pid and state != "Z":
-            found.add(int(stat.parent.name))
-    return found
-
-
 def wait_for(condition, seconds: float = 120.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -204,23 +191,24 @@ def wait_for(condition, seconds: float = 120.0) -> bool:
 def test_the_pool_replaces_a_worker_that_dies_and_ends_with_its_workers(tmp_path):
     """A worker killed between jobs is replaced by a new one (the pool wakes at its end); SIGTERM ends the
     pool with status 0 and no worker left behind."""
-    pool = subprocess.Popen([sys.executable, str(REPO_ROOT / "sweep_worker.py"), "pool", str(tmp_path), "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            env=environment(), preexec_fn=default_signals)
+    folder, log = tmp_path / "pool", tmp_path / "pool.log"
+    folder.mkdir()
+    with open(log, "wb") as output:
+        pool = subprocess.Popen([sys.executable, str(REPO_ROOT / "sweep_worker.py"), "pool", str(folder), "--workers",
+                                 "2"], stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=environment(), preexec_fn=default_signals)
     try:
-        assert wait_for(lambda: len(pool_workers(pool)) == 2), pool.stderr.read1().decode()
-        first = pool_workers(pool)
+        assert wait_for(lambda: len(running_children(pool.pid)) == 2), log.read_text()
+        first = running_children(pool.pid)
         killed = min(first)
         os.kill(killed, signal.SIGKILL)
-        assert wait_for(lambda: len(pool_workers(pool)) == 2 and killed not in pool_workers(pool))
-        workers = pool_workers(pool)
+        assert wait_for(lambda: len(running_children(pool.pid)) == 2 and killed not in running_children(pool.pid))
+        workers = running_children(pool.pid)
         assert workers - first and workers & first == first - {killed}   # one new, the other kept
         pool.send_signal(signal.SIGTERM)
         assert pool.wait(timeout=60) == 0
-        from tests.child_processes import running
-
         assert not any(running(pid) for pid in workers)
-        assert not (tmp_path / "ready").exists()
+        assert not (folder / "ready").exists()
     finally:
         if pool.poll() is None:
             pool.kill()
